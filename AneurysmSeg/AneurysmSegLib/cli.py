@@ -1,0 +1,46 @@
+"""The ``aneurysmseg`` command: a thin dispatcher. Each subcommand lives in its own module that
+defines ``configure_parser(parser)`` and ``run(args) -> int``; errors meant for the user become
+one line on stderr and a non-zero exit code."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from .errors import AneurysmSegError
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "segment": ("AneurysmSegLib.commands.segment", "segment aneurysms in a TOF-MRA (file, DICOM folder or batch folder)"),
+    "demo": ("AneurysmSegLib.commands.demo", "segment the bundled sample and write every output to a folder"),
+    "phantom": ("AneurysmSegLib.commands.phantom", "write synthetic TOF-MRA cases with ground truth (ADAM layout)"),
+    "train": ("AneurysmSegLib.commands.train", "train the coarse (DeepMedic) or fine (SE 3D U-Net) network"),
+    "export": ("AneurysmSegLib.commands.export", "export trained checkpoints to TorchScript with a manifest"),
+    "evaluate": ("AneurysmSegLib.commands.evaluate", "evaluate models on ADAM-layout cases and write the tables"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aneurysmseg", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(_module=module)
+        importlib.import_module(module).configure_parser(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(importlib.import_module(args._module).run(args) or 0)
+    except AneurysmSegError as exc:
+        print(f"aneurysmseg {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"aneurysmseg {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Subcommands of the ``aneurysmseg`` command line, one module each."""

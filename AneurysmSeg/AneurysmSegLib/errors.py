@@ -1,0 +1,21 @@
+"""Errors that front ends turn into one clear line for the user (no traceback)."""
+
+
+class AneurysmSegError(Exception):
+    """Base class: the message is meant for the user, as is."""
+
+
+class InputError(AneurysmSegError, ValueError):
+    """The input image, seeds or arguments cannot be used (nothing has been written)."""
+
+
+class ModelError(AneurysmSegError):
+    """Weights are missing, corrupted (sha256 mismatch) or incompatible."""
+
+
+class OutputError(AneurysmSegError):
+    """An output location cannot be written."""
+
+
+class Cancelled(AneurysmSegError):
+    """The user cancelled; no partial result exists."""

@@ -1,0 +1,1 @@
+"""Network architectures: the coarse DeepMedic detector and the fine dual-channel SE 3D U-Net."""

@@ -1,0 +1,1 @@
+"""Training: ADAM-layout data, sampling, augmentation, loops for the coarse and fine networks."""
