@@ -2,16 +2,31 @@
 
 ``to_sitk``/``from_sitk`` convert between SimpleITK images and :class:`Image`; every reader and
 writer in the project goes through them so that spacing, origin and direction survive.
+
+Reading validates before anything else runs, so that a bad input fails in a second with one clear
+line (:class:`InputError`) instead of deep inside the pipeline. Writing checks the destination first
+and goes through a temporary file in the same folder followed by ``os.replace``: a failure or a
+cancellation never leaves a half-written output behind.
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
+from .errors import InputError, OutputError
 from .geometry import Geometry, Image
+
+#: Extensions read from a single file (lower case, longest first so ".nii.gz" wins over ".gz").
+READ_EXTENSIONS: tuple[str, ...] = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+#: Extensions written as one self-contained file, so the write can be made atomic.
+WRITE_EXTENSIONS: tuple[str, ...] = (".nii.gz", ".nii", ".nrrd", ".mha")
+_FORMAT_NAMES = {".nii.gz": "NIfTI", ".nii": "NIfTI", ".nrrd": "NRRD", ".nhdr": "NRRD",
+                 ".mha": "MetaImage", ".mhd": "MetaImage"}
 
 
 def geometry_of(img: sitk.Image) -> Geometry:
@@ -31,9 +46,204 @@ def from_sitk(img: sitk.Image, source: str = "") -> Image:
     return Image(array=sitk.GetArrayFromImage(img).astype(np.float32, copy=False), geometry=geometry_of(img), source=source)
 
 
-def write_image(array: np.ndarray, geometry: Geometry, path: str | Path, compress: bool = True) -> Path:
-    """Write an array in the given geometry (format from the file name, parent created)."""
+# --------------------------------------------------------------------------------------------- read
+
+
+def extension_of(path: str | Path) -> str:
+    """Lower-case image extension including ``.nii.gz``; '' when none is recognised."""
+    name = Path(path).name.lower()
+    for ext in READ_EXTENSIONS:
+        if name.endswith(ext):
+            return ext
+    return Path(name).suffix
+
+
+def read_image(path: str | Path) -> Image:
+    """Read a 3D scalar volume (NIfTI, NRRD, MetaImage or a DICOM series folder) and validate it.
+
+    Returns a float32 ``[z, y, x]`` array with the file's spacing, origin and direction unchanged.
+    Raises :class:`InputError` with a one-line reason for anything that cannot be a TOF-MRA volume.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sitk.WriteImage(to_sitk(array, geometry), str(path), compress)
+    if not path.exists():
+        raise InputError(f"{path} does not exist")
+    if path.is_dir():
+        img, source = _read_dicom_folder(path)
+    else:
+        img, source = _read_file(path), str(path)
+    _validate_sitk(img, path.name)
+    image = from_sitk(img, source=source)
+    validate_image(image, name=path.name)
+    return image
+
+
+def _read_file(path: Path) -> sitk.Image:
+    ext = extension_of(path)
+    if ext not in READ_EXTENSIONS:
+        known = ", ".join(READ_EXTENSIONS)
+        raise InputError(f"{path.name}: unknown image format '{ext or '(no extension)'}'; "
+                         f"use one of {known} or a DICOM series folder")
+    try:
+        return sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        raise InputError(f"{path.name} could not be read as a {_FORMAT_NAMES[ext]} image "
+                         f"(corrupt or incomplete file?): {_first_line(exc)}") from None
+
+
+def _read_dicom_folder(folder: Path) -> tuple[sitk.Image, str]:
+    """Read the DICOM series with the most files in ``folder`` (not recursive)."""
+    reader = sitk.ImageSeriesReader()
+    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)  # GDCM warns on stderr for every non-DICOM folder
+    try:
+        series_ids = reader.GetGDCMSeriesIDs(str(folder))
+    except RuntimeError:
+        series_ids = ()
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
+    if not series_ids:
+        raise InputError(f"{folder} is a folder without a DICOM series; give a DICOM series folder "
+                         f"or an image file ({', '.join(READ_EXTENSIONS)})")
+    files = {sid: reader.GetGDCMSeriesFileNames(str(folder), sid) for sid in series_ids}
+    chosen = max(series_ids, key=lambda sid: (len(files[sid]), sid))
+    reader.SetFileNames(files[chosen])
+    try:
+        img = reader.Execute()
+    except RuntimeError as exc:
+        raise InputError(f"DICOM series {chosen} in {folder} could not be read: {_first_line(exc)}") from None
+    source = f"{folder} (DICOM series {chosen}, {len(files[chosen])} files"
+    if len(series_ids) > 1:
+        source += f"; chosen as the largest of {len(series_ids)} series"
+    return img, source + ")"
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    # ITK messages start with file/line noise; the last line carries the reason.
+    return lines[-1] if lines else type(exc).__name__
+
+
+# ----------------------------------------------------------------------------------------- validate
+
+
+def _validate_sitk(img: sitk.Image, name: str) -> None:
+    """Checks that need the SimpleITK image (dimension, components, pixel type)."""
+    size = " x ".join(str(s) for s in img.GetSize())
+    if img.GetDimension() == 2:
+        raise InputError(f"{name} is 2D ({size}); a 3D TOF-MRA volume is needed")
+    if img.GetDimension() > 3:
+        raise InputError(f"{name} is {img.GetDimension()}D ({size}); a single 3D TOF-MRA volume is "
+                         "needed, not a time series or multi-volume image")
+    if img.GetNumberOfComponentsPerPixel() > 1:
+        raise InputError(f"{name} has {img.GetNumberOfComponentsPerPixel()} components per voxel "
+                         f"({img.GetPixelIDTypeAsString()}); a scalar (grey-value) TOF-MRA is needed")
+    if "complex" in img.GetPixelIDTypeAsString().lower():
+        raise InputError(f"{name} has complex voxels; a real-valued TOF-MRA magnitude image is needed")
+
+
+def validate_image(image: Image | np.ndarray, name: str = "") -> None:
+    """Raise :class:`InputError` unless ``image`` is a usable 3D scalar TOF-MRA volume.
+
+    Works on arrays from anywhere (files, Slicer volume nodes): shape must be ``[z, y, x]`` with every
+    size > 1, the dtype numeric, the values finite and not all equal.
+    """
+    array = image.array if isinstance(image, Image) else np.asarray(image)
+    name = name or (image.source if isinstance(image, Image) and image.source else "the image")
+    size_xyz = " x ".join(str(s) for s in array.shape[::-1])
+    if array.dtype.kind not in "biuf":
+        raise InputError(f"{name} has non-numeric voxels ({array.dtype}); a grey-value TOF-MRA is needed")
+    if array.size == 0:
+        raise InputError(f"{name} is empty (size {size_xyz or '0'}); a 3D TOF-MRA volume is needed")
+    if array.ndim < 3:
+        raise InputError(f"{name} is {array.ndim}D ({size_xyz}); a 3D TOF-MRA volume is needed")
+    if array.ndim > 3:
+        raise InputError(f"{name} is {array.ndim}D ({size_xyz}); a single-component 3D TOF-MRA "
+                         "volume is needed, not a 4D or multi-component image")
+    if min(array.shape) == 1:
+        plane = " x ".join(str(s) for s in array.shape[::-1] if s != 1)
+        raise InputError(f"{name} is 2D ({plane}, a single slice); a 3D TOF-MRA volume is needed")
+    if array.dtype.kind == "f":
+        bad = ~np.isfinite(array)
+        if bad.any():
+            raise InputError(f"{name} contains {int(bad.sum())} NaN or infinite voxels; "
+                             "a TOF-MRA with finite values is needed")
+    if array.min() == array.max():
+        raise InputError(f"{name} is constant (every voxel is {array.flat[0]}); it holds no image")
+
+
+# -------------------------------------------------------------------------------------------- write
+
+
+def check_writable(path: str | Path) -> Path:
+    """Raise :class:`OutputError` unless an image can be written at ``path``; call before long work.
+
+    The format must be a single-file one (so the write can be atomic) and the nearest existing parent
+    folder must accept a new file (tested by creating and removing one; permission bits alone lie
+    when running as root or on read-only mounts).
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"{path} is a folder; give a file name such as {path / 'labels.nii.gz'}")
+    ext = extension_of(path)
+    if ext not in WRITE_EXTENSIONS:
+        raise OutputError(f"{path.name}: cannot write '{ext or '(no extension)'}'; "
+                          f"use one of {', '.join(WRITE_EXTENSIONS)}")
+    folder = path.parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise OutputError(f"cannot write {path}: {folder} is a file, not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".aneurysmseg-probe-")
+        os.close(fd)
+        os.remove(probe)
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: folder {folder} is not writable ({exc.strerror})") from None
     return path
+
+
+def _write_atomic(img: sitk.Image, path: Path, compress: bool) -> Path:
+    """Write through a temporary file in the destination folder, then rename it into place."""
+    check_writable(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create folder {path.parent}: {exc.strerror}") from None
+    ext = extension_of(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".part{ext}")
+    os.close(fd)
+    try:
+        sitk.WriteImage(img, tmp, compress)
+        os.replace(tmp, path)
+    except (RuntimeError, OSError) as exc:
+        raise OutputError(f"writing {path} failed: {_first_line(exc)}") from None
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def write_image(array: np.ndarray, geometry: Geometry, path: str | Path, compress: bool = True) -> Path:
+    """Write an array in the given geometry (format from the file name, parent created, atomic)."""
+    return _write_atomic(to_sitk(array, geometry), Path(path), compress)
+
+
+def write_label(labels: np.ndarray, geometry: Geometry, path: str | Path, compress: bool = True) -> Path:
+    """Write a ``[z, y, x]`` label image (0 background, 1..N) in exactly ``geometry``.
+
+    Stored as uint8 when every label fits, else uint16. Invalid labels raise :class:`InputError` and
+    an unusable destination :class:`OutputError`, both before anything is written.
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 3 or min(labels.shape, default=0) < 1:
+        raise InputError(f"labels must be a 3D [z, y, x] array, got shape {labels.shape}")
+    if labels.dtype.kind not in "biuf":
+        raise InputError(f"labels must be integers, got {labels.dtype}")
+    if labels.dtype.kind == "f" and not (np.all(np.isfinite(labels)) and np.array_equal(labels, np.round(labels))):
+        raise InputError("labels must be whole numbers (got fractional, NaN or infinite values)")
+    low, high = (labels.min(), labels.max()) if labels.size else (0, 0)
+    if low < 0 or high > np.iinfo(np.uint16).max:
+        raise InputError(f"labels must lie in 0..65535, got {low}..{high}")
+    dtype = np.uint8 if high <= np.iinfo(np.uint8).max else np.uint16
+    check_writable(path)
+    return _write_atomic(to_sitk(labels.astype(dtype), geometry), Path(path), compress)
