@@ -1,0 +1,92 @@
+"""Small building blocks shared by the networks (all TorchScript-compatible)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class SEBlock3D(nn.Module):
+    """Squeeze-and-excitation (Hu et al. 2018) for 5D feature maps.
+
+    Global average pool -> FC reduce to ``max(1, C // reduction)`` -> ReLU -> FC expand -> sigmoid,
+    then each channel is multiplied by its weight in (0, 1). The paper uses it to re-weight feature
+    channels of the SE U-Net; the floor of one hidden unit keeps narrow layers (16 channels with
+    r = 16) valid.
+    """
+
+    def __init__(self, channels: int, reduction: int = 4) -> None:
+        super().__init__()
+        if channels < 1 or reduction < 1:
+            raise ValueError("SEBlock3D needs channels >= 1 and reduction >= 1")
+        hidden = max(1, channels // reduction)
+        self.fc1 = nn.Linear(channels, hidden)
+        self.fc2 = nn.Linear(hidden, channels)
+
+    def weights(self, x: torch.Tensor) -> torch.Tensor:
+        """Channel weights in (0, 1), shape (N, C, 1, 1, 1)."""
+        s = x.mean(dim=(2, 3, 4))
+        s = torch.sigmoid(self.fc2(torch.relu(self.fc1(s))))
+        return s[:, :, None, None, None]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.weights(x)
+
+
+class PreActConv3d(nn.Module):
+    """DeepMedic's layer: [batch norm -> PReLU -> dropout] -> valid convolution.
+
+    DeepMedic applies normalisation and activation to a layer's *input* (pre-activation), and skips
+    them on the first layer of each pathway (the input is already z-scored).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        preactivate: bool = True,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.norm: nn.Module = nn.BatchNorm3d(in_channels) if preactivate else nn.Identity()
+        self.act: nn.Module = nn.PReLU(in_channels) if preactivate else nn.Identity()
+        self.drop: nn.Module = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.conv = nn.Conv3d(in_channels, out_channels, kernel_size, padding=0, bias=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(self.drop(self.act(self.norm(x))))
+
+
+class NormAct(nn.Module):
+    """Instance norm (affine) + leaky ReLU, as in Isensee et al. 2017."""
+
+    def __init__(self, channels: int, negative_slope: float = 1e-2) -> None:
+        super().__init__()
+        self.norm = nn.InstanceNorm3d(channels, affine=True)
+        self.act = nn.LeakyReLU(negative_slope, inplace=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.norm(x))
+
+
+def center_crop3d(x: torch.Tensor, crop: int) -> torch.Tensor:
+    """Remove ``crop`` voxels from both ends of each spatial axis (crop may be 0)."""
+    if crop == 0:
+        return x
+    return x[:, :, crop:-crop, crop:-crop, crop:-crop]
+
+
+def residual_add(x: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
+    """DeepMedic residual: ``x + shortcut`` with the shortcut centre-cropped to x's size and
+    zero-padded in channels (or truncated) to x's channel count."""
+    crop = (shortcut.shape[2] - x.shape[2]) // 2
+    s = center_crop3d(shortcut, crop)
+    cx = x.shape[1]
+    cs = s.shape[1]
+    if cs == cx:
+        return x + s
+    if cs > cx:
+        return x + s[:, :cx]
+    head = x[:, :cs] + s
+    return torch.cat([head, x[:, cs:]], dim=1)
