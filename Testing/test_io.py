@@ -121,8 +121,16 @@ def test_dicom_folder_with_two_series_uses_the_largest(tmp_path: Path, oblique_g
     write_dicom_series(volume((5, 9, 10), seed=4), oblique_geometry, tmp_path / "dicom", uid="1.2.3.4.6", prefix="b")
     image = io.read_image(tmp_path / "dicom")
     assert image.array.shape == (5, 9, 10)
-    assert "1.2.3.4.6.2" in image.source and "largest of 2 series" in image.source
+    assert "1.2.3.4.6.2" in image.source and "the largest of 2 series" in image.source
     assert_same_geometry(image.geometry, oblique_geometry, atol=1e-4)
+
+
+def test_a_single_dicom_file_reads_its_own_series(tmp_path: Path, oblique_geometry: Geometry) -> None:
+    write_dicom_series(volume((3, 9, 10), seed=3), oblique_geometry, tmp_path / "dicom", uid="1.2.3.4.5", prefix="a")
+    write_dicom_series(volume((5, 9, 10), seed=4), oblique_geometry, tmp_path / "dicom", uid="1.2.3.4.6", prefix="b")
+    image = io.read_image(tmp_path / "dicom" / "a001.dcm")
+    np.testing.assert_array_equal(image.array, volume((3, 9, 10), seed=3))
+    assert "1.2.3.4.5.2" in image.source and "the series of a001.dcm of 2 series" in image.source
 
 
 # -------------------------------------------------------------------------------------- bad inputs
@@ -228,6 +236,16 @@ def test_output_checks(tmp_path: Path, oblique_geometry: Geometry) -> None:
     assert listing(tmp_path) == ["afile"]
     assert io.check_writable(tmp_path / "new" / "deeper" / "x.nrrd") == tmp_path / "new" / "deeper" / "x.nrrd"
     assert listing(tmp_path) == ["afile"]  # the check itself creates nothing
+
+
+def test_failed_write_keeps_previous_file_and_leaves_no_partial_file(tmp_path: Path, oblique_geometry: Geometry) -> None:
+    out = tmp_path / "labels.nii"
+    out.write_bytes(b"previous result")
+    too_wide = np.zeros((2, 2, 40000), np.uint8)  # NIfTI-1 dimensions stop at 32767: the writer itself fails
+    with pytest.raises(OutputError, match="writing .*labels.nii failed"):
+        io.write_label(too_wide, oblique_geometry, out)
+    assert out.read_bytes() == b"previous result"
+    assert listing(tmp_path) == ["labels.nii"]
 
 
 @pytest.mark.parametrize(

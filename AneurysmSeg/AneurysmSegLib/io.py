@@ -69,6 +69,8 @@ def read_image(path: str | Path) -> Image:
         raise InputError(f"{path} does not exist")
     if path.is_dir():
         img, source = _read_dicom_folder(path)
+    elif extension_of(path) not in READ_EXTENSIONS and _is_dicom_file(path):
+        img, source = _read_dicom_folder(path.parent, containing=path)
     else:
         img, source = _read_file(path), str(path)
     _validate_sitk(img, path.name)
@@ -90,8 +92,20 @@ def _read_file(path: Path) -> sitk.Image:
                          f"(corrupt or incomplete file?): {_first_line(exc)}") from None
 
 
-def _read_dicom_folder(folder: Path) -> tuple[sitk.Image, str]:
-    """Read the DICOM series with the most files in ``folder`` (not recursive)."""
+def _is_dicom_file(path: Path) -> bool:
+    """DICOM Part 10 files carry 'DICM' after a 128-byte preamble, whatever their name."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(132)[128:] == b"DICM"
+    except OSError:
+        return False
+
+
+def _read_dicom_folder(folder: Path, containing: Path | None = None) -> tuple[sitk.Image, str]:
+    """Read the DICOM series with the most files in ``folder`` (not recursive).
+
+    With ``containing`` (a single DICOM file the user picked) the series holding that file is read.
+    """
     reader = sitk.ImageSeriesReader()
     shown = sitk.ProcessObject.GetGlobalWarningDisplay()
     sitk.ProcessObject.SetGlobalWarningDisplay(False)  # GDCM warns on stderr for every non-DICOM folder
@@ -106,6 +120,12 @@ def _read_dicom_folder(folder: Path) -> tuple[sitk.Image, str]:
                          f"or an image file ({', '.join(READ_EXTENSIONS)})")
     files = {sid: reader.GetGDCMSeriesFileNames(str(folder), sid) for sid in series_ids}
     chosen = max(series_ids, key=lambda sid: (len(files[sid]), sid))
+    if containing is not None:
+        target = os.path.realpath(containing)
+        holding = [sid for sid in series_ids if target in {os.path.realpath(f) for f in files[sid]}]
+        if not holding:
+            raise InputError(f"{containing.name} is a DICOM file but no readable series in {folder} holds it")
+        chosen = holding[0]
     reader.SetFileNames(files[chosen])
     try:
         img = reader.Execute()
@@ -113,7 +133,8 @@ def _read_dicom_folder(folder: Path) -> tuple[sitk.Image, str]:
         raise InputError(f"DICOM series {chosen} in {folder} could not be read: {_first_line(exc)}") from None
     source = f"{folder} (DICOM series {chosen}, {len(files[chosen])} files"
     if len(series_ids) > 1:
-        source += f"; chosen as the largest of {len(series_ids)} series"
+        why = f"the series of {containing.name}" if containing is not None else "the largest"
+        source += f"; {why} of {len(series_ids)} series"
     return img, source + ")"
 
 
