@@ -1,0 +1,468 @@
+"""Synthetic TOF-MRA with ground truth (vessels, aneurysms, ADAM location file).
+
+The project has no real scans to ship, so the bundled weights are trained on these phantoms: the
+closer they look like real TOF-MRA, the better the weights transfer. A case is one random draw
+(deterministic from its seed) of anatomy (:mod:`phantom_anatomy`: circle of Willis with carotid
+siphons, vertebrobasilar system, cortical branches; saccular aneurysms at bifurcations and outer
+bends) and of scanner parameters (spacing, contrast, noise, gamma, bias, inflow, intensity range),
+rendered on the voxel grid by :mod:`phantom_raster` and the appearance model below: brain with
+texture and sulci, CSF, skull, a bright subcutaneous fat rim, orbits, inflow enhancement fading
+up the slab, partial volume, point-spread blur, bias field and Rician noise.
+
+Files follow the ADAM 2020 layout: ``orig/TOF.nii.gz``, ``aneurysms.nii.gz`` (0 background,
+1 aneurysm, 2 treated aneurysm), ``location.txt`` (``x, y, z, r`` per untreated aneurysm: voxel
+centre and maximum radius in millimetres, as ADAM's evaluation compares it with physical distances),
+plus ``vessels.nii.gz`` (tube union, aneurysm sacs excluded) and ``params.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+from scipy import ndimage
+
+from .geometry import Geometry, Image
+from .io import write_image
+from .phantom_anatomy import AneurysmSpec, HeadShape, Site, build_tree, make_aneurysm, sample_diameter
+from .phantom_raster import TubeRaster, ellipsoid_sd
+
+DEFAULT_SHAPE_XYZ = (256, 256, 96)
+SCANNERS = ("train", "shifted")
+
+
+@dataclass
+class PhantomCase:
+    """One synthetic case. Arrays are ``[z, y, x]``; ``locations`` are (x, y, z, radius_mm) of the
+    untreated aneurysms (voxel centre as in ADAM's location.txt), ``treated_locations`` the same for
+    label 2."""
+
+    image: Image
+    vessels: np.ndarray
+    aneurysms: np.ndarray
+    locations: list[tuple[int, int, int, float]]
+    geometry: Geometry
+    params: dict[str, Any]
+    treated_locations: list[tuple[int, int, int, float]] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------------------------------
+# scanner and case parameters
+# --------------------------------------------------------------------------------------------------
+def _u(rng: np.random.Generator, lo: float, hi: float) -> float:
+    return float(rng.uniform(lo, hi))
+
+
+def sample_params(rng: np.random.Generator, scanner: str = "train", shape_xyz: Sequence[int] | None = None,
+                  spacing: Sequence[float] | None = None) -> dict[str, Any]:
+    """Random scanner/case parameters; ``shifted`` draws from wider, shifted ranges (generalisation tests)."""
+    if scanner not in SCANNERS:
+        raise ValueError(f"scanner must be one of {SCANNERS}, got {scanner!r}")
+    sh = scanner == "shifted"
+    if shape_xyz is None and spacing is None:
+        shape_xyz = DEFAULT_SHAPE_XYZ
+    if spacing is None:
+        # field of view 165-215 mm in-plane (the whole head), slab of at least 5 cm
+        sxy = _u(rng, 165, 215) / float(shape_xyz[0])
+        sz = max(_u(rng, *((0.45, 1.2) if sh else (0.55, 1.0))), 50.0 / float(shape_xyz[2]))
+        spacing = (sxy, sxy, sz)
+    spacing = tuple(float(s) for s in spacing)
+    if shape_xyz is None:
+        shape_xyz = (int(round(190 / spacing[0])), int(round(190 / spacing[1])), int(round(70 / spacing[2])))
+    shape_xyz = tuple(int(s) for s in shape_xyz)
+    n_an = int(rng.choice([0, 1, 2, 3], p=[0.2, 0.6, 0.15, 0.05]))
+    ranges = "u8" if sh and rng.random() < 0.3 else str(rng.choice(["12bit", "int1000", "float1000"]))
+    return {
+        "scanner": scanner,
+        "shape_xyz": list(shape_xyz),
+        "spacing": list(spacing),
+        "contrast": _u(rng, *((1.9, 5.0) if sh else (2.6, 4.2))),  # vessel / grey matter
+        "fat_ratio": _u(rng, *((1.8, 4.0) if sh else (2.2, 3.4))),  # fat / grey matter
+        "wm_ratio": _u(rng, 1.05, 1.25),
+        "csf_ratio": _u(rng, 0.25, 0.5),
+        "noise": _u(rng, *((0.02, 0.14) if sh else (0.03, 0.08))),  # Rician sigma / grey matter
+        "gamma": _u(rng, *((0.65, 1.45) if sh else (0.85, 1.15))),
+        "inflow_fade": _u(rng, *((0.05, 0.55) if sh else (0.15, 0.4))),
+        "inflow_length_mm": _u(rng, 120, 320),
+        "bias": _u(rng, *((0.1, 0.35) if sh else (0.05, 0.2))),
+        "psf_xy": _u(rng, 0.35, 0.65),
+        "psf_z": _u(rng, 0.4, 0.85),
+        "texture": _u(rng, 0.03, 0.08),
+        "head_scale": _u(rng, *((0.85, 1.15) if sh else (0.92, 1.08))),
+        "vessel_scale": _u(rng, 0.95, 1.05),
+        "radius_scale": _u(rng, 0.9, 1.12),
+        "tortuosity": _u(rng, *((0.4, 2.2) if sh else (0.6, 1.6))),
+        "rotation_deg": [_u(rng, -10, 10) * (1.8 if sh else 1), _u(rng, -5, 5) * (1.8 if sh else 1),
+                         _u(rng, -6, 6) * (1.8 if sh else 1)],
+        "oblique_deg": _u(rng, -15, 15) if rng.random() < (0.5 if sh else 0.25) else 0.0,
+        "cow_offset_mm": [_u(rng, -8, 8), _u(rng, -12, 6), 0.0],
+        "cow_height": _u(rng, 0.3, 0.45),  # fraction of the slab below the circle of Willis
+        "intensity_range": ranges,
+        "intensity_max": _u(rng, 0.7, 1.0),
+        "zero_background": bool(sh and rng.random() < 0.4),
+        "multislab": int(rng.integers(3, 5)) if rng.random() < (0.5 if sh else 0.2) else 0,
+        "n_aneurysms": n_an,
+        "treated": bool(rng.random() < 0.08),
+    }
+
+
+def make_geometry(params: dict[str, Any], rng: np.random.Generator) -> tuple[Geometry, np.ndarray]:
+    """Image geometry with a realistic LPS origin; returns it and the world position of the CoW centre."""
+    nx, ny, nz = params["shape_xyz"]
+    sp = np.asarray(params["spacing"], dtype=float)
+    a = np.radians(params["oblique_deg"])
+    direction = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
+    cow_world = np.array([_u(rng, -5, 5), _u(rng, -20, 0), _u(rng, -15, 15)])
+    off = np.asarray(params["cow_offset_mm"], dtype=float) / sp
+    cow_idx = np.array([nx / 2 + off[0], ny / 2 + off[1], nz * params["cow_height"]])
+    origin = cow_world - direction @ (sp * cow_idx)
+    return Geometry(spacing=tuple(sp), origin=tuple(origin), direction=tuple(direction.ravel())), cow_world
+
+
+# --------------------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------------------
+def _interp_matrix(n_out: int, n_coarse: int, cell: float) -> np.ndarray:
+    """Rows: Gaussian-kernel weights mapping ``n_coarse`` nodes spaced ``cell`` voxels to ``n_out`` voxels."""
+    x = np.arange(n_out, dtype=np.float32)[:, None]
+    c = (np.arange(n_coarse, dtype=np.float32) - 1.0)[None, :] * np.float32(cell)
+    w = np.exp(-0.5 * ((x - c) / np.float32(cell)) ** 2)
+    return w / w.sum(axis=1, keepdims=True)
+
+
+def smooth_field(rng: np.random.Generator, shape_zyx: tuple[int, int, int], cell_vox: Sequence[float]) -> np.ndarray:
+    """Zero-mean, roughly unit-std float32 random field with features about ``cell_vox`` voxels (z, y, x).
+
+    White noise on a coarse grid, interpolated separably with Gaussian kernels (three small matrix
+    products): smooth everywhere and cheap even for clinical-size volumes.
+    """
+    cell = [max(float(c), 1.0) for c in cell_vox]
+    coarse = [int(np.ceil(n / c)) + 3 for n, c in zip(shape_zyx, cell)]
+    f = rng.standard_normal(coarse).astype(np.float32)
+    wz, wy, wx = (_interp_matrix(n, m, c) for n, m, c in zip(shape_zyx, coarse, cell))
+    f = np.tensordot(f, wx, axes=([2], [1]))  # (cz, cy, nx)
+    f = np.tensordot(wy, f, axes=([1], [1])).transpose(1, 0, 2)  # (cz, ny, nx)
+    f = np.tensordot(wz, f, axes=([1], [0]))  # (nz, ny, nx)
+    f -= f.mean()
+    f /= f.std() + 1e-9
+    return np.ascontiguousarray(f, dtype=np.float32)
+
+
+def _ellipsoid_distance(ax, ay, az, centre, semi) -> np.ndarray:
+    """First-order signed distance (mm) to an axis-aligned ellipsoid, negative inside."""
+    ux, uy, uz = (ax - centre[0]) / semi[0], (ay - centre[1]) / semi[1], (az - centre[2]) / semi[2]
+    rho = np.sqrt(ux * ux + uy * uy + uz * uz)
+    grad = np.sqrt((ux / semi[0]) ** 2 + (uy / semi[1]) ** 2 + (uz / semi[2]) ** 2)
+    return ((rho - 1.0) * rho / np.maximum(grad, 1e-6)).astype(np.float32)
+
+
+def _smoothstep(x: np.ndarray) -> np.ndarray:
+    x = np.clip(x, 0.0, 1.0)
+    return x * x * (3 - 2 * x)
+
+
+# --------------------------------------------------------------------------------------------------
+# the case generator
+# --------------------------------------------------------------------------------------------------
+class _Renderer:
+    """Holds one case's random state, geometry and intermediate fields while it is being rendered."""
+
+    def __init__(self, seed: int, params: dict[str, Any], rng: np.random.Generator) -> None:
+        self.seed = seed
+        self.p = params
+        self.rng = rng
+        self.geometry, self.cow_world = make_geometry(params, rng)
+        self.shape = tuple(int(s) for s in params["shape_xyz"][::-1])  # z, y, x
+        self.spacing = np.asarray(params["spacing"], dtype=float)
+        rx, ry, rz = np.radians(params["rotation_deg"])
+        cx, sx_, cy, sy_, cz, sz_ = np.cos(rx), np.sin(rx), np.cos(ry), np.sin(ry), np.cos(rz), np.sin(rz)
+        rot = (np.array([[cz, -sz_, 0], [sz_, cz, 0], [0, 0, 1]]) @ np.array([[cy, 0, sy_], [0, 1, 0], [-sy_, 0, cy]])
+               @ np.array([[1, 0, 0], [0, cx, -sx_], [0, sx_, cx]]))
+        d = self.geometry.direction_matrix
+        origin = np.asarray(self.geometry.origin)
+        # anatomical a = A q + b with q = index * spacing (grid mm); q = A^T (a - b)
+        self.A = rot.T @ d
+        self.b = rot.T @ (origin - self.cow_world)
+        hs = params["head_scale"]
+        self.head = HeadShape(centre=np.array([0.0, 9.0, 16.0]) * hs, semi_axes=np.array([64.0, 84.0, 72.0]) * hs)
+
+    def to_grid(self, a: np.ndarray) -> np.ndarray:
+        """Anatomical mm -> grid mm (index * spacing)."""
+        return (np.atleast_2d(a) - self.b) @ self.A
+
+    def anatomy_coords(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Anatomical coordinates of every voxel (three float32 arrays), by broadcasting 1-D axes."""
+        nz, ny, nx = self.shape
+        qx = (np.arange(nx, dtype=np.float32) * np.float32(self.spacing[0]))[None, None, :]
+        qy = (np.arange(ny, dtype=np.float32) * np.float32(self.spacing[1]))[None, :, None]
+        qz = (np.arange(nz, dtype=np.float32) * np.float32(self.spacing[2]))[:, None, None]
+        A = self.A.astype(np.float32)
+        return tuple((A[k, 0] * qx + A[k, 1] * qy + A[k, 2] * qz + np.float32(self.b[k])) for k in range(3))
+
+    def fill_ellipsoid(self, out: np.ndarray, coords, centre, semi, value) -> None:
+        """Set ``value`` inside an axis-aligned (anatomical) ellipsoid, working in its bounding box only."""
+        corners = np.array([[centre[0] + i * semi[0], centre[1] + j * semi[1], centre[2] + k * semi[2]]
+                            for i in (-1, 1) for j in (-1, 1) for k in (-1, 1)])
+        idx = self.to_grid(corners) / self.spacing
+        lo = np.maximum(np.floor(idx.min(axis=0)).astype(int), 0)
+        hi = np.minimum(np.ceil(idx.max(axis=0)).astype(int) + 1, np.array(self.shape[::-1]))
+        if np.any(hi <= lo):
+            return
+        sl = (slice(lo[2], hi[2]), slice(lo[1], hi[1]), slice(lo[0], hi[0]))
+        d = _ellipsoid_distance(coords[0][sl], coords[1][sl], coords[2][sl], centre, semi)
+        region = out[sl]
+        region[d < 0] = value
+
+    # -- vessels --------------------------------------------------------------------------------
+    def vessels(self):
+        p = self.p
+        tree = build_tree(self.rng, self.head, p["vessel_scale"], p["tortuosity"], p["radius_scale"])
+        h = float(np.min(self.spacing))
+        tubes = TubeRaster(self.shape, self.spacing, far_mm=6.0, min_label_radius=0.55 * h)
+        nz = self.shape[0]
+        path_len: dict[str, np.ndarray] = {}
+        flow: dict[str, np.ndarray] = {}
+        for b in tree.branches.values():  # parents are added before children
+            q = self.to_grid(b.points)
+            zrel = q[:, 2] / (self.spacing[2] * nz)
+            inside = (zrel >= 0).astype(float)
+            steps = np.concatenate([[0.0], np.linalg.norm(np.diff(b.points, axis=0), axis=1)]) * inside
+            start = path_len[b.parent][b.parent_index] if b.parent else 0.0
+            L = start + np.cumsum(steps)
+            path_len[b.name] = L
+            f = (np.exp(-L / p["inflow_length_mm"]) * (0.7 + 0.3 * np.clip(b.radii / 0.8, 0, 1))
+                 * (1.0 - p["inflow_fade"] * np.clip(zrel, 0, 1)))
+            flow[b.name] = f
+            tubes.add_polyline(q, b.radii, f, margin_mm=1.5 * h + 1.0, cistern_mm=b.cistern_mm)
+        return tree, tubes
+
+    # -- aneurysms ------------------------------------------------------------------------------
+    def choose_sites(self, tree, n: int) -> list[Site]:
+        """Distinct sites inside the field of view, weighted by how often aneurysms occur there."""
+        nz, ny, nx = self.shape
+        ext = np.array([nx, ny, nz]) * self.spacing
+        ok = [s for s in tree.sites if np.all((self.to_grid(s.point)[0] > 8) & (self.to_grid(s.point)[0] < ext - 8))]
+        if not ok or n <= 0:
+            return []
+        w = np.array([s.weight for s in ok])
+        idx = self.rng.choice(len(ok), size=min(n, len(ok)), replace=False, p=w / w.sum())
+        chosen = [ok[i] for i in idx]
+        # keep aneurysms apart (no two sacs merging)
+        kept: list[Site] = []
+        for s in chosen:
+            if all(np.linalg.norm(s.point - k.point) > 14 for k in kept):
+                kept.append(s)
+        return kept
+
+    def aneurysms(self, tree, tubes: TubeRaster):
+        p = self.p
+        sites = self.choose_sites(tree, p["n_aneurysms"] + int(p["treated"]))
+        specs: list[AneurysmSpec] = []
+        for i, s in enumerate(sites):
+            treated = bool(p["treated"]) and i == len(sites) - 1
+            specs.append(make_aneurysm(self.rng, s, sample_diameter(self.rng, treated), treated))
+        sd_an = np.full(self.shape, 6.0, dtype=np.float32)
+        ids = np.zeros(self.shape, dtype=np.uint8)
+        for i, spec in enumerate(specs, start=1):
+            lobes = [(self.to_grid(l.centre)[0], self.A.T @ l.rotation, l.semi_axes) for l in spec.lobes]
+            ellipsoid_sd(lobes, self.spacing, self.shape, 6.0, out=sd_an, ids=ids, id_value=i)
+        return specs, sites, sd_an, ids
+
+    # -- tissue ---------------------------------------------------------------------------------
+    def tissue(self, tubes: TubeRaster) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Static tissue intensity (grey matter = 1), the head's signed distance and a fat mask."""
+        p, rng, sp = self.p, self.rng, self.spacing
+        ax, ay, az = self.anatomy_coords()
+        cell = lambda mm: (mm / sp[2], mm / sp[1], mm / sp[0])  # noqa: E731
+        lump = smooth_field(rng, self.shape, cell(25.0))
+        d_ic = _ellipsoid_distance(ax, ay, az, self.head.centre, self.head.semi_axes) + 2.0 * lump
+        # scalp layers outward from the inner table
+        fat_th = (_u(rng, 2.0, 3.5) + 1.0 * smooth_field(rng, self.shape, cell(40.0))) * self.p["head_scale"]
+        fat_th = np.maximum(fat_th, 1.0)
+        skull = _u(rng, 5.0, 8.0)
+        csf_th = _u(rng, 1.0, 3.0)
+        out = np.zeros(self.shape, dtype=np.float32)  # air
+        outer = skull + fat_th
+        out[d_ic < outer + 1.6] = _u(rng, 0.9, 1.4)  # skin / galea
+        fat = (d_ic < outer) & (d_ic >= skull)
+        out[fat] = p["fat_ratio"]
+        out[d_ic < skull] = 0.12  # cortical bone
+        diploe = (d_ic > 1.8) & (d_ic < skull - 1.8)
+        out[diploe] = _u(rng, 0.4, 1.0)  # marrow in the diploe: moderately bright
+        out[d_ic < 0] = p["csf_ratio"]
+        # brain: grey matter cortex, white matter deeper, sulci as thin CSF sheets
+        brain = d_ic < -csf_th
+        sulc = smooth_field(rng, self.shape, cell(9.0))
+        depth = -d_ic
+        wm = depth > 13.0 + 4.0 * lump
+        tex = 1.0 + p["texture"] * smooth_field(rng, self.shape, cell(3.0))
+        bright = np.where(wm, p["wm_ratio"], 1.0).astype(np.float32) * tex
+        out[brain] = bright[brain]
+        sulci = brain & (np.abs(sulc) < 0.10) & (depth < 22.0)
+        out[sulci] = p["csf_ratio"] * 1.1
+        # interhemispheric fissure above the circle of Willis, ventricles, basal cisterns
+        fissure = brain & (np.abs(ax - 1.5 * lump) < 1.0) & (az > 12.0) & (ay < 60)
+        out[fissure] = p["csf_ratio"]
+        hs = p["head_scale"]
+        xyz = (ax, ay, az)
+        for s in (1, -1):
+            self.fill_ellipsoid(out, xyz, np.array([s * 9.0, 6.0, 24.0]) * hs, np.array([6.0, 24.0, 7.0]) * hs, p["csf_ratio"])
+        self.fill_ellipsoid(out, xyz, np.array([0.0, 2.0, 10.0]) * hs, np.array([1.8, 11.0, 7.0]) * hs, p["csf_ratio"])
+        out[(tubes.cistern < 0) & (d_ic < 0)] = p["csf_ratio"]
+        # skull base: anterior fossa floor, orbits (fat, bright) with the globe, sphenoid sinus (air)
+        base = (az < -9.0 + 0.15 * (ay + 12.0) + 1.5 * lump) & (ay < -12.0) & (np.abs(ax) < 40.0) & (d_ic < skull)
+        out[base] = 0.15 + 0.08 * lump[base]
+        self.fill_ellipsoid(out, xyz, np.array([0.0, -6.0, -1.0]) * hs, np.array([16.0, 13.0, 5.0]) * hs, p["csf_ratio"])
+        for s in (1, -1):
+            self.fill_ellipsoid(out, xyz, np.array([s * 30.0, -56.0, -22.0]) * hs, np.array([12.0, 17.0, 11.0]) * hs,
+                                p["fat_ratio"] * 0.9)
+            self.fill_ellipsoid(out, xyz, np.array([s * 31.0, -68.0, -20.0]) * hs, np.array([11.0, 11.0, 11.0]) * hs, 0.35)
+        self.fill_ellipsoid(out, xyz, np.array([0.0, -25.0, -30.0]) * hs, np.array([12.0, 10.0, 10.0]) * hs, 0.02)
+        fat_mask = fat | ((out >= p["fat_ratio"] * 0.85) & (d_ic < skull))
+        return out, d_ic - outer - 1.6, fat_mask
+
+    # -- the whole case -------------------------------------------------------------------------
+    def render(self) -> PhantomCase:
+        p, rng = self.p, self.rng
+        tree, tubes = self.vessels()
+        specs, sites, sd_an, ids = self.aneurysms(tree, tubes)
+        tissue, d_head, fat_mask = self.tissue(tubes)
+        vessel_mask = tubes.label
+        labels = np.zeros(self.shape, dtype=np.uint8)
+        sac = (sd_an <= 0) & ~vessel_mask
+        vessel_level = np.float32(p["contrast"])
+        bright = vessel_level * tubes.value
+        het = smooth_field(rng, self.shape, (3.0 / self.spacing[2], 3.0 / self.spacing[1], 3.0 / self.spacing[0]))
+        for i, (spec, site) in enumerate(zip(specs, sites), start=1):
+            m = ids == i
+            labels[m & sac] = 2 if spec.treated else 1
+            q = self.to_grid(site.point)[0]
+            idx = tuple(np.clip(np.round(q / self.spacing).astype(int), 0, np.array(self.shape[::-1]) - 1))[::-1]
+            parent_val = float(tubes.value[idx]) if tubes.sd[idx] <= 0 else float(np.median(tubes.value[vessel_mask]))
+            inner = np.clip(-sd_an[m] / (0.5 * spec.diameter_mm / 2.0), 0, 1) ** 1.5
+            if spec.treated:  # coil / clip: signal void with a dark blooming halo around it
+                val = np.full(inner.shape, 0.08, dtype=np.float32)
+                halo = (ids == i) & (sd_an < 1.5)
+                tissue[halo] *= 0.45
+            else:
+                val = vessel_level * parent_val * (1 - spec.signal_loss * inner * (0.75 + 0.25 * het[m]))
+            bright[m] = np.where(sd_an[m] < tubes.sd[m], val, bright[m])
+        sd_all = np.minimum(tubes.sd, sd_an)
+        h = float(np.exp(np.mean(np.log(self.spacing))))
+        occ = np.clip(0.5 - sd_all / h, 0.0, 1.0)
+        img = tissue * (1 - occ) + bright * occ
+        img = self.scanner_effects(img, d_head)
+        locations, treated = self.locations(labels, specs)
+        p["aneurysms"] = [{"site": s.site, "diameter_mm": round(s.diameter_mm, 2), "treated": s.treated,
+                           "kind": s.extra["kind"], "signal_loss": round(s.signal_loss, 3)} for s in specs]
+        p["variants"] = tree.variants
+        return PhantomCase(image=Image(img, self.geometry, f"phantom seed {self.seed}"), vessels=vessel_mask.astype(np.uint8),
+                           aneurysms=labels, locations=locations, geometry=self.geometry, params=p,
+                           treated_locations=treated)
+
+    def scanner_effects(self, img: np.ndarray, d_head: np.ndarray) -> np.ndarray:
+        """Slab profile, bias field, point-spread blur, Rician noise, gamma and intensity range."""
+        p, rng, sp = self.p, self.rng, self.spacing
+        nz = self.shape[0]
+        z = (np.arange(nz, dtype=np.float32) + 0.5) / nz
+        prof = 0.7 + 0.3 * _smoothstep(z / 0.08) * _smoothstep((1 - z) / 0.08)
+        if p["multislab"]:
+            k = p["multislab"]
+            prof = prof * (1 - 0.12 * ((z * k) % 1.0))  # venetian-blind banding of multi-slab TOF
+        img *= prof[:, None, None]
+        bias = np.exp(p["bias"] * smooth_field(rng, self.shape, (80 / sp[2], 80 / sp[1], 80 / sp[0])))
+        img *= bias
+        img = ndimage.gaussian_filter(img, (p["psf_z"], p["psf_xy"], p["psf_xy"]), truncate=3.0)
+        sigma = np.float32(p["noise"])
+        n1 = rng.standard_normal(self.shape, dtype=np.float32) * sigma
+        n2 = rng.standard_normal(self.shape, dtype=np.float32) * sigma
+        img = np.sqrt((img + n1) ** 2 + n2 ** 2)
+        ref = np.float32(p["contrast"])
+        img = ref * (img / ref) ** np.float32(p["gamma"])
+        top = {"12bit": 4095.0, "int1000": 1000.0, "float1000": 1000.0, "u8": 255.0}[p["intensity_range"]]
+        img *= np.float32(top * p["intensity_max"] / ref)
+        if p["zero_background"]:
+            img[d_head > 2.0] = 0
+        if p["intensity_range"] != "float1000":
+            img = np.round(np.clip(img, 0, top))
+        return img.astype(np.float32)
+
+    def locations(self, labels: np.ndarray, specs: list[AneurysmSpec]):
+        """ADAM-style (x, y, z, radius_mm) per aneurysm from the labels actually drawn."""
+        untreated: list[tuple[int, int, int, float]] = []
+        treated: list[tuple[int, int, int, float]] = []
+        for value, dest in ((1, untreated), (2, treated)):
+            comp, n = ndimage.label(labels == value)
+            for c in range(1, n + 1):
+                zyx = np.argwhere(comp == c)
+                if len(zyx) < 4:
+                    labels[comp == c] = 0
+                    continue
+                centre = zyx.mean(axis=0)
+                r = float(np.max(np.linalg.norm((zyx - centre) * self.spacing[::-1], axis=1)) + 0.5 * np.min(self.spacing))
+                cx, cy, cz = np.round(centre[::-1]).astype(int)
+                dest.append((int(cx), int(cy), int(cz), round(r, 2)))
+        return untreated, treated
+
+
+def generate_case(seed: int, shape_xyz: Sequence[int] | None = None, spacing: Sequence[float] | None = None,
+                  scanner: str = "train", **overrides: Any) -> PhantomCase:
+    """One synthetic TOF-MRA case, deterministic from ``seed``.
+
+    ``shape_xyz``/``spacing`` fix the grid (otherwise drawn); ``overrides`` replace any drawn parameter
+    by name (see :func:`sample_params`, e.g. ``n_aneurysms=0``, ``noise=0.05``, ``treated=True``).
+    """
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x70A7]))
+    params = sample_params(rng, scanner, shape_xyz, spacing)
+    unknown = set(overrides) - set(params)
+    if unknown:
+        raise ValueError(f"unknown phantom parameters: {sorted(unknown)}")
+    params.update(overrides)
+    params["seed"] = int(seed)
+    return _Renderer(int(seed), params, rng).render()
+
+
+def write_case(case: PhantomCase, folder: str | Path) -> Path:
+    """Write the ADAM layout (orig/TOF.nii.gz, aneurysms.nii.gz, location.txt) plus vessels and params."""
+    folder = Path(folder)
+    (folder / "orig").mkdir(parents=True, exist_ok=True)
+    integer = case.params.get("intensity_range") != "float1000"
+    write_image(case.image.array.astype(np.int16 if integer else np.float32), case.geometry, folder / "orig" / "TOF.nii.gz")
+    write_image(case.aneurysms.astype(np.uint8), case.geometry, folder / "aneurysms.nii.gz")
+    write_image(case.vessels.astype(np.uint8), case.geometry, folder / "vessels.nii.gz")
+    lines = [f"{x}, {y}, {z}, {r:.2f}" for x, y, z, r in case.locations]
+    (folder / "location.txt").write_text("\n".join(lines) + ("\n" if lines else ""))
+    (folder / "params.json").write_text(json.dumps(_jsonable(case.params), indent=1))
+    return folder
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+def case_seed(seed: int, index: int) -> int:
+    """Seed of case ``index`` in a dataset: independent streams derived from (seed, index)."""
+    return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1)[0])
+
+
+def generate_dataset(out: str | Path, cases: int, seed: int = 0, shape_xyz: Sequence[int] | None = None,
+                     spacing: Sequence[float] | None = None, scanner: str = "train", start: int = 0,
+                     progress: Callable[[int, int], None] | None = None, **overrides: Any) -> list[Path]:
+    """Write ``cases`` case folders ``P0000``... under ``out``; returns their paths."""
+    out = Path(out)
+    folders = []
+    for i in range(start, start + cases):
+        case = generate_case(case_seed(seed, i), shape_xyz, spacing, scanner, **overrides)
+        folders.append(write_case(case, out / f"P{i:04d}"))
+        if progress is not None:
+            progress(i - start + 1, cases)
+    return folders
