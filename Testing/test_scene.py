@@ -1,0 +1,267 @@
+"""AneurysmSegLib.scene in a real MRML scene (slicer-core): geometry, result nodes, seeds, STL, .mrb.
+
+Volumes are real files loaded through Slicer's volumes logic; results are put in the scene, read back
+through MRML (segment labelmaps, markups, tables, STL files, a saved and reloaded scene bundle) and
+compared with the ground truth in RAS.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import vtk
+from vtk.util import numpy_support
+
+import slicer
+from AneurysmSegLib import scene
+from AneurysmSegLib.errors import InputError, OutputError
+from AneurysmSegLib.geometry import Geometry, lps_to_ras
+from AneurysmSegLib.io import to_sitk
+from AneurysmSegLib.measure import measure_labels
+from AneurysmSegLib.result import Seed, SegmentationResult
+from slicer_scene import createSlicerScene
+
+SAMPLE_DIR = Path(__file__).resolve().parents[1] / "AneurysmSeg" / "Resources" / "Sample"
+
+
+@pytest.fixture
+def app():
+    handles = createSlicerScene()
+    yield handles
+    handles.close()
+
+
+def rotation(axis, angleDeg) -> np.ndarray:
+    k = np.asarray(axis, float) / np.linalg.norm(axis)
+    kx = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
+    a = np.deg2rad(angleDeg)
+    return np.eye(3) + np.sin(a) * kx + (1 - np.cos(a)) * kx @ kx
+
+
+OBLIQUE = Geometry(spacing=(0.4, 0.45, 0.5), origin=(-31.5, 12.25, -20.0),
+                   direction=tuple(rotation((1, 2, 3), 25).ravel()))
+
+
+def makeCase(geometry: Geometry = OBLIQUE, shape=(40, 48, 56)):
+    """A small TOF-like volume: a bright tube with two spherical aneurysms (labels 1 and 2)."""
+    z, y, x = np.indices(shape, dtype=float)
+    points = geometry.index_to_lps(np.stack([x.ravel(), y.ravel(), z.ravel()], axis=1)).reshape(*shape, 3)
+    centre = geometry.index_to_lps(np.array(shape[::-1], float) / 2 - 0.5)
+    centres = [centre + np.array([3.0, -2.0, 1.0]), centre + np.array([-5.0, 3.0, -2.0])]
+    labels = np.zeros(shape, np.uint8)
+    for value, c in enumerate(centres, start=1):
+        labels[np.linalg.norm(points - c, axis=-1) <= 2.2] = value
+    tube = np.linalg.norm((points - centre)[..., :2], axis=-1) <= 1.0
+    rng = np.random.default_rng(5)
+    image = (60 + 10 * rng.standard_normal(shape) + 300 * ((labels > 0) | tube)).astype(np.float32)
+    return image, labels, [np.asarray(c) for c in centres]
+
+
+def writeImage(path: Path, array: np.ndarray, geometry: Geometry) -> Path:
+    sitk.WriteImage(to_sitk(array, geometry), str(path), True)
+    return path
+
+
+def resultFromLabels(labels: np.ndarray, geometry: Geometry, seedsLps) -> SegmentationResult:
+    seeds = {i: Seed(position_lps=tuple(float(v) for v in p), confidence=0.9 - 0.1 * i, source="detector", label=f"S{i}")
+             for i, p in enumerate(seedsLps, start=1)}
+    return SegmentationResult(labels=labels, geometry=geometry, aneurysms=measure_labels(labels, geometry, seeds),
+                              seeds=list(seeds.values()))
+
+
+def segmentCentroidRas(segmentationNode, segmentId) -> np.ndarray:
+    """Centroid of a segment's binary labelmap, read back from MRML, in RAS."""
+    labelmap = slicer.vtkOrientedImageData()
+    segmentationNode.GetBinaryLabelmapRepresentation(segmentId, labelmap)
+    dims = labelmap.GetDimensions()
+    extent = labelmap.GetExtent()
+    arr = numpy_support.vtk_to_numpy(labelmap.GetPointData().GetScalars()).reshape(dims[2], dims[1], dims[0])
+    kji = np.argwhere(arr > 0).mean(axis=0)  # MRML extracts this segment alone, as 0/1
+    ijk = kji[::-1] + np.array([extent[0], extent[2], extent[4]])
+    matrix = vtk.vtkMatrix4x4()
+    labelmap.GetImageToWorldMatrix(matrix)
+    return np.array(matrix.MultiplyPoint([*ijk, 1.0])[:3])
+
+
+def segmentIds(segmentationNode) -> list[str]:
+    seg = segmentationNode.GetSegmentation()
+    return [seg.GetNthSegmentID(i) for i in range(seg.GetNumberOfSegments())]
+
+
+# ------------------------------------------------------------------------------------- geometry
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nrrd"])
+def test_imageFromVolumeNode_keeps_oblique_geometry(app, tmp_path, suffix):
+    image, _, _ = makeCase()
+    path = writeImage(tmp_path / f"oblique{suffix}", image, OBLIQUE)
+    node = app.loadVolume(path)
+    got = scene.imageFromVolumeNode(node)
+    ref = sitk.ReadImage(str(path))
+    np.testing.assert_allclose(got.geometry.spacing, ref.GetSpacing(), atol=1e-5)
+    np.testing.assert_allclose(got.geometry.origin, ref.GetOrigin(), atol=1e-4)
+    np.testing.assert_allclose(got.geometry.direction, ref.GetDirection(), atol=1e-5)
+    np.testing.assert_array_equal(got.array, sitk.GetArrayFromImage(ref).astype(np.float32))
+    # a voxel lands on the same RAS point through MRML and through our LPS geometry
+    ijkToRas = vtk.vtkMatrix4x4()
+    node.GetIJKToRASMatrix(ijkToRas)
+    index = [7.0, 11.0, 5.0]
+    np.testing.assert_allclose(ijkToRas.MultiplyPoint([*index, 1.0])[:3], got.geometry.index_to_ras(index), atol=1e-4)
+
+
+def test_imageFromVolumeNode_rejects_empty_node(app):
+    node = app.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "empty")
+    with pytest.raises(InputError):
+        scene.imageFromVolumeNode(node)
+
+
+# --------------------------------------------------------------------------------- result nodes
+
+
+@pytest.fixture
+def case(app, tmp_path):
+    image, labels, centres = makeCase()
+    node = app.loadVolume(writeImage(tmp_path / "tof.nrrd", image, OBLIQUE), "tof")
+    geometry = scene.geometryFromVolumeNode(node)
+    return node, labels, centres, geometry
+
+
+def test_updateResultNodes_segments_match_truth_in_ras(app, case):
+    node, labels, centres, geometry = case
+    result = resultFromLabels(labels, geometry, centres)
+    segmentation, seeds, table = scene.updateResultNodes(node, result)
+
+    ids = segmentIds(segmentation)
+    assert [segmentation.GetSegmentation().GetSegment(i).GetName() for i in ids] == ["Aneurysm 1", "Aneurysm 2"]
+    for segmentId, centreLps in zip(ids, centres):
+        segment = segmentation.GetSegmentation().GetSegment(segmentId)
+        assert "SCT^85659009^Aneurysm" in segment.GetTerminology()
+        np.testing.assert_allclose(segmentCentroidRas(segmentation, segmentId), lps_to_ras(centreLps), atol=0.5)
+    colors = [segmentation.GetSegmentation().GetSegment(i).GetColor() for i in ids]
+    assert colors[0] != colors[1]
+    display = segmentation.GetDisplayNode()
+    assert display.GetVisibility2D() and display.GetVisibility3D()
+    assert segmentation.GetSegmentation().ContainsRepresentation("Closed surface")
+    assert segmentation.GetNodeReference(segmentation.GetReferenceImageGeometryReferenceRole()) is node
+
+    # seeds: RAS in the node, LPS again when read back
+    assert seeds.GetNumberOfControlPoints() == 2
+    back = scene.seedsFromMarkupsNode(seeds)
+    np.testing.assert_allclose(back[0].position_lps, centres[0], atol=1e-6)
+    assert back[0].source == "detector" and back[0].confidence == pytest.approx(0.8)
+
+    # table: one row per aneurysm, RAS centroid and measurements
+    assert table.GetNumberOfRows() == 2
+    assert table.GetCellText(1, 1) == "Aneurysm 2"
+    volume = float(table.GetCellText(0, 2))
+    assert volume == pytest.approx(result.aneurysms[0].volume_mm3, rel=1e-6)
+    assert volume == pytest.approx(4 / 3 * np.pi * 2.2**3, rel=0.2)
+    np.testing.assert_allclose([float(table.GetCellText(0, c)) for c in (4, 5, 6)], lps_to_ras(centres[0]), atol=0.3)
+    assert table.GetColumnUnitLabel("Volume") == "mm3"
+
+
+def test_rerunning_updates_the_same_nodes(app, case):
+    node, labels, centres, geometry = case
+    first = scene.updateResultNodes(node, resultFromLabels(labels, geometry, centres))
+    nodeCount = app.scene.GetNumberOfNodes()
+    onlySecond = np.where(labels == 2, 1, 0).astype(np.uint8)
+    second = scene.updateResultNodes(node, resultFromLabels(onlySecond, geometry, centres[1:]))
+    assert [n.GetID() for n in second] == [n.GetID() for n in first]
+    assert app.scene.GetNumberOfNodes() == nodeCount
+    assert len(segmentIds(second[0])) == 1
+    np.testing.assert_allclose(segmentCentroidRas(second[0], segmentIds(second[0])[0]), lps_to_ras(centres[1]), atol=0.5)
+    assert second[1].GetNumberOfControlPoints() == 1 and second[2].GetNumberOfRows() == 1
+    assert scene.resultNodesOf(node)[0] is first[0]
+
+
+def test_result_shape_must_match_volume(app, case):
+    node, labels, centres, geometry = case
+    with pytest.raises(InputError):
+        scene.updateResultNodes(node, resultFromLabels(labels[:-1], geometry, centres))
+    assert scene.resultNodesOf(node) == (None, None, None)
+
+
+def test_seedsFromMarkupsNode_reads_user_points(app):
+    markups = app.scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "seeds")
+    markups.AddControlPoint(vtk.vtkVector3d(10.0, -20.0, 30.0), "mine")
+    unplaced = markups.AddControlPoint(vtk.vtkVector3d(0.0, 0.0, 0.0), "later")
+    markups.UnsetNthControlPointPosition(unplaced)
+    seeds = scene.seedsFromMarkupsNode(markups)
+    assert len(seeds) == 1
+    assert seeds[0].position_lps == pytest.approx((-10.0, 20.0, 30.0))
+    assert (seeds[0].source, seeds[0].confidence, seeds[0].label) == ("user", 1.0, "mine")
+
+
+# ------------------------------------------------------------------------------------------- STL
+
+
+def readStl(path: Path):
+    reader = vtk.vtkSTLReader()
+    reader.SetFileName(str(path))
+    reader.Update()
+    return reader.GetOutput()
+
+
+def test_exportStl_lps_and_ras(app, case, tmp_path):
+    node, labels, centres, geometry = case
+    result = resultFromLabels(labels, geometry, centres)
+    segmentation, _, _ = scene.updateResultNodes(node, result)
+    lpsFiles = scene.exportStl(segmentation, tmp_path / "lps", "LPS")
+    rasFiles = scene.exportStl(segmentation, tmp_path / "ras", "RAS")
+    assert [p.name for p in lpsFiles] == ["tof aneurysms_Aneurysm 1.stl", "tof aneurysms_Aneurysm 2.stl"]
+    assert sorted(os.listdir(tmp_path / "lps")) == sorted(p.name for p in lpsFiles)  # no staging leftovers
+    for lpsPath, rasPath, aneurysm in zip(lpsFiles, rasFiles, result.aneurysms):
+        lps, ras = readStl(lpsPath), readStl(rasPath)
+        b, r = lps.GetBounds(), ras.GetBounds()
+        # x and y flip sign between LPS and RAS, z stays
+        np.testing.assert_allclose([b[0], b[1], b[2], b[3], b[4], b[5]], [-r[1], -r[0], -r[3], -r[2], r[4], r[5]], atol=1e-3)
+        centre = np.array([(b[0] + b[1]) / 2, (b[2] + b[3]) / 2, (b[4] + b[5]) / 2])
+        np.testing.assert_allclose(centre, aneurysm.centroid_lps, atol=0.6)
+        mass = vtk.vtkMassProperties()
+        mass.SetInputData(lps)
+        mass.Update()
+        assert mass.GetVolume() == pytest.approx(aneurysm.volume_mm3, rel=0.2)
+
+
+def test_exportStl_refuses_a_file_as_folder(app, case, tmp_path):
+    node, labels, centres, geometry = case
+    segmentation, _, _ = scene.updateResultNodes(node, resultFromLabels(labels, geometry, centres))
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")
+    with pytest.raises(OutputError, match="not a folder"):
+        scene.exportStl(segmentation, blocker)
+    with pytest.raises(InputError):
+        scene.exportStl(segmentation, tmp_path, "XYZ")
+
+
+# ------------------------------------------------------------------------------------------ .mrb
+
+
+def test_scene_bundle_round_trip(app, case, tmp_path):
+    node, labels, centres, geometry = case
+    result = resultFromLabels(labels, geometry, centres)
+    scene.updateResultNodes(node, result)
+    bundle = tmp_path / "aneurysms.mrb"
+    app.scene.SetRootDirectory(str(tmp_path))
+    assert app.scene.WriteToMRB(str(bundle))
+
+    app.close()
+    other = createSlicerScene()
+    try:
+        assert other.scene.ReadFromMRB(str(bundle))
+        volume = other.scene.GetFirstNodeByName("tof")
+        segmentation, seeds, table = scene.resultNodesOf(volume)
+        assert segmentation is not None and seeds is not None and table is not None
+        ids = segmentIds(segmentation)
+        assert len(ids) == 2
+        assert "85659009" in segmentation.GetSegmentation().GetSegment(ids[0]).GetTerminology()
+        np.testing.assert_allclose(segmentCentroidRas(segmentation, ids[1]), lps_to_ras(centres[1]), atol=0.5)
+        np.testing.assert_allclose(scene.seedsFromMarkupsNode(seeds)[1].position_lps, centres[1], atol=1e-4)
+        assert table.GetNumberOfRows() == 2
+        assert float(table.GetCellText(1, 3)) == pytest.approx(result.aneurysms[1].max_diameter_mm, rel=1e-4)
+    finally:
+        other.close()
