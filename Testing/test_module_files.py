@@ -1,0 +1,137 @@
+"""The Slicer module's files, checked without Slicer: the .ui, the CMake listings, AneurysmSeg.py.
+
+Slicer's Python (qt, ctk, ScriptedLoadableModule) is absent here, so AneurysmSeg.py is checked by
+parsing: it compiles, defines the template's classes, and every ``self.ui.<name>`` it uses exists in
+the .ui with a class Slicer can create.
+"""
+
+from __future__ import annotations
+
+import ast
+import fnmatch
+import py_compile
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+MODULE_DIR = ROOT / "AneurysmSeg"
+MODULE_PY = MODULE_DIR / "AneurysmSeg.py"
+UI_FILE = MODULE_DIR / "Resources" / "UI" / "AneurysmSeg.ui"
+
+#: Qt classes that need no <customwidget> declaration (uic knows them).
+QT_CLASSES = {"QWidget", "QFrame", "QLabel", "QPushButton", "QToolButton", "QComboBox", "QProgressBar",
+              "QTableView", "QCheckBox", "QSpinBox", "QDoubleSpinBox", "QLineEdit", "QGroupBox"}
+
+
+@pytest.fixture(scope="module")
+def ui() -> ET.Element:
+    return ET.parse(UI_FILE).getroot()
+
+
+def uiWidgets(ui: ET.Element) -> dict[str, str]:
+    return {w.get("name"): w.get("class") for w in ui.iter("widget")}
+
+
+def moduleTree() -> ast.Module:
+    return ast.parse(MODULE_PY.read_text(encoding="utf-8"))
+
+
+def test_module_compiles_and_defines_template_classes(tmp_path):
+    py_compile.compile(str(MODULE_PY), cfile=str(tmp_path / "AneurysmSeg.pyc"), doraise=True)
+    classes = {node.name: [ast.unparse(b) for b in node.bases] for node in moduleTree().body if isinstance(node, ast.ClassDef)}
+    assert "ScriptedLoadableModule" in classes["AneurysmSeg"]
+    assert "ScriptedLoadableModuleWidget" in classes["AneurysmSegWidget"]
+    assert "ScriptedLoadableModuleLogic" in classes["AneurysmSegLogic"]
+    assert "ScriptedLoadableModuleTest" in classes["AneurysmSegTest"]
+    assert "AneurysmSegParameterNode" in classes
+    logic = next(n for n in moduleTree().body if isinstance(n, ast.ClassDef) and n.name == "AneurysmSegLogic")
+    methods = {f.name: [a.arg for a in f.args.args] for f in logic.body if isinstance(f, ast.FunctionDef)}
+    assert methods["segment"][:2] == ["self", "volumeNode"]
+    assert methods["refine"][:3] == ["self", "volumeNode", "seedsNode"]
+    assert methods["exportStl"] == ["self", "segmentationNode", "folder", "coordinateSystem"]
+
+
+def test_module_text_states_title_category_and_clinical_disclaimer():
+    text = MODULE_PY.read_text(encoding="utf-8")
+    assert '_("Aneurysm Segmentation")' in text
+    assert '"Segmentation")]' in text
+    assert "not for\nclinical use" in text or "not for clinical use" in text
+    # heavy packages are imported lazily, never when Slicer loads the module
+    topLevelImports = {alias.name.split(".")[0] for node in moduleTree().body
+                       if isinstance(node, (ast.Import, ast.ImportFrom))
+                       for alias in (node.names if isinstance(node, ast.Import) else [ast.alias(node.module or "")])}
+    assert not topLevelImports & {"torch", "AneurysmSegLib", "scipy", "SimpleITK"}
+
+
+def test_ui_parses_and_declares_every_custom_widget(ui):
+    declared = {c.findtext("class"): c.findtext("extends") for c in ui.iter("customwidget")}
+    for name, cls in uiWidgets(ui).items():
+        assert cls in QT_CLASSES or cls in declared, f"{name}: class {cls} is not declared in <customwidgets>"
+    for cls, base in declared.items():
+        assert base and (base in QT_CLASSES or base in declared), f"{cls} extends undeclared {base}"
+    assert uiWidgets(ui)["inputVolumeSelector"] == "qMRMLNodeComboBox"
+    selector = next(w for w in ui.iter("widget") if w.get("name") == "inputVolumeSelector")
+    nodeTypes = [s.text for s in selector.iter("string")]
+    assert "vtkMRMLScalarVolumeNode" in nodeTypes
+
+
+def test_every_ui_widget_the_code_uses_exists(ui):
+    used = set(re.findall(r"self\.ui\.(\w+)", MODULE_PY.read_text(encoding="utf-8")))
+    assert {"segmentButton", "progressBar", "statusLabel", "refineButton", "exportStlButton"} <= used
+    missing = used - set(uiWidgets(ui))
+    assert not missing, f"AneurysmSeg.py uses widgets the .ui lacks: {sorted(missing)}"
+
+
+def test_parameter_names_in_ui_match_the_parameter_node(ui):
+    tree = moduleTree()
+    node = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "AneurysmSegParameterNode")
+    parameters = {s.target.id for s in node.body if isinstance(s, ast.AnnAssign)}
+    bound = {p.findtext("string") for p in ui.iter("property") if p.get("name") == "SlicerParameterName"}
+    assert bound, "no widget is bound to the parameter node"
+    assert bound <= parameters, f"unknown parameters in the .ui: {sorted(bound - parameters)}"
+    assert {"inputVolume", "device", "detectionThreshold", "stlCoordinateSystem"} <= bound
+
+
+def cmakeGlobs(cmakeText: str, variable: str) -> list[str]:
+    block = re.search(rf"file\(GLOB_RECURSE {variable}(.*?)\)", cmakeText, re.S).group(1)
+    return [t for t in block.split() if "*" in t]
+
+
+def test_module_cmake_lists_every_python_file_and_resource():
+    text = (MODULE_DIR / "CMakeLists.txt").read_text(encoding="utf-8")
+    assert "slicerMacroBuildScriptedModule" in text and "WITH_GENERIC_TESTS" in text
+    scripts = cmakeGlobs(text, "MODULE_LIB_SCRIPTS")
+    data = cmakeGlobs(text, "MODULE_DATA_RESOURCES")
+
+    def covered(rel: str, patterns: list[str]) -> bool:
+        # CMake's GLOB_RECURSE "*" also crosses folders, like fnmatch's
+        return any(fnmatch.fnmatchcase(rel, p) for p in patterns)
+
+    for path in sorted(MODULE_DIR.rglob("*.py")):
+        rel = path.relative_to(MODULE_DIR).as_posix()
+        if rel.startswith("Testing/"):
+            continue
+        assert rel == "AneurysmSeg.py" and "${MODULE_NAME}.py" in text or covered(rel, scripts), f"{rel} not built"
+    for path in sorted((MODULE_DIR / "Resources").rglob("*")):
+        rel = path.relative_to(MODULE_DIR).as_posix()
+        if path.is_dir() or "__pycache__" in rel or path.name.startswith("."):
+            continue
+        explicit = rel.replace("AneurysmSeg.", "${MODULE_NAME}.") in text
+        assert explicit or covered(rel, data), f"resource {rel} is not installed with the module"
+
+
+def test_extension_cmake_and_self_test_registration():
+    top = (ROOT / "CMakeLists.txt").read_text(encoding="utf-8")
+    for variable in ("EXTENSION_HOMEPAGE", "EXTENSION_CATEGORY", "EXTENSION_CONTRIBUTORS", "EXTENSION_DESCRIPTION",
+                     "EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS", "EXTENSION_DEPENDS"):
+        assert re.search(rf"set\({variable} ", top), variable
+    assert "find_package(Slicer REQUIRED)" in top and "add_subdirectory(AneurysmSeg)" in top
+    assert "Slicer_EXTENSION_CPACK" in top
+    for url in re.findall(r"/(Resources/[\w/.-]+\.png)", top):
+        assert (ROOT / url).is_file(), f"{url} referenced by the extension metadata does not exist"
+    testing = (MODULE_DIR / "Testing" / "Python" / "CMakeLists.txt").read_text(encoding="utf-8")
+    assert "slicer_add_python_unittest" in testing and "${MODULE_NAME}.py" in testing
+    assert "add_subdirectory(Python)" in (MODULE_DIR / "Testing" / "CMakeLists.txt").read_text(encoding="utf-8")
