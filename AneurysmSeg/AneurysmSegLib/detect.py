@@ -1,0 +1,147 @@
+"""Coarse stage: DeepMedic over the vessel region only -> probability map -> VOI seeds.
+
+DeepMedic is fully convolutional: an input block of ``(S + 48)^3`` gives an ``S^3`` output. The
+coarse grid is cut into output tiles of ``S^3`` (S from the manifest, a multiple of 3, tiles at
+multiples of S so every tile sees the same x3 pooling grid and seams agree), and only tiles that hold
+part of the dilated artery mask are run: the field of view is mostly air, scalp and brain tissue
+where no aneurysm can be. Components of the thresholded probability become seeds at their
+probability-weighted centre; seeds closer than a quarter VOI are merged, since one VOI covers both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from .errors import Cancelled
+from .geometry import Geometry
+from .preprocess import Preprocessed, coarse_roi
+from .result import Seed
+
+#: Detector components smaller than this (mm^3) are noise, not an aneurysm region.
+MIN_COMPONENT_MM3 = 1.0
+#: How far (mm) around the artery mask the detector runs.
+ROI_MARGIN_MM = 4.0
+#: At most this many seeds (the most confident) go to the fine stage.
+MAX_SEEDS = 20
+
+Progress = Callable[[float, str], None]
+
+
+@dataclass
+class Detection:
+    """Coarse-grid probability (0 outside the evaluated region), the region, and the seeds found."""
+
+    probability: np.ndarray  # float32 [z, y, x] on ``geometry``
+    roi: np.ndarray  # bool [z, y, x]: where the detector ran
+    geometry: Geometry
+    seeds: list[Seed]
+    tiles: int  # output tiles evaluated
+    tiles_total: int  # tiles covering the whole coarse grid (what a naive run would evaluate)
+
+
+def tile_origins(roi: np.ndarray, size: int) -> list[tuple[int, int, int]]:
+    """Origins (multiples of ``size``) of the ``size^3`` output tiles that contain ROI voxels."""
+    shape = np.asarray(roi.shape)
+    blocks = -(-shape // size)
+    padded = np.zeros(tuple(blocks * size), dtype=bool)
+    padded[: shape[0], : shape[1], : shape[2]] = roi
+    occupied = padded.reshape(blocks[0], size, blocks[1], size, blocks[2], size).any(axis=(1, 3, 5))
+    return [tuple(int(v) * size for v in b) for b in np.argwhere(occupied)]  # type: ignore[misc]
+
+
+def run_detector(model: torch.jit.ScriptModule, volume: np.ndarray, roi: np.ndarray, *, segment_out: int,
+                 context: int, pad_value: float, device: torch.device, batch_size: int = 2,
+                 progress: Progress | None = None, cancel: Callable[[], bool] | None = None) -> tuple[np.ndarray, int]:
+    """Aneurysm probability on the grid of ``volume`` (z-scored), computed on ROI tiles only.
+
+    Returns the probability (0 in tiles not evaluated and outside the ROI) and the tile count.
+    """
+    if segment_out <= 0 or segment_out % 3:
+        raise ValueError(f"coarse segment_out must be a positive multiple of 3, got {segment_out}")
+    s, half = segment_out, context // 2
+    origins = tile_origins(roi, s)
+    prob = np.zeros(roi.shape, dtype=np.float32)
+    if not origins:
+        return prob, 0
+    shape = np.asarray(volume.shape)
+    blocks = -(-shape // s)
+    after = blocks * s - shape + (context - half)
+    padded = np.pad(volume.astype(np.float32, copy=False), [(half, int(a)) for a in after], constant_values=pad_value)
+    for start in range(0, len(origins), batch_size):
+        if cancel is not None and cancel():
+            raise Cancelled("cancelled during detection")
+        batch = origins[start:start + batch_size]
+        inputs = np.stack([padded[z:z + s + context, y:y + s + context, x:x + s + context] for z, y, x in batch])
+        with torch.inference_mode():
+            logits = model(torch.from_numpy(inputs[:, None]).to(device))
+            p = torch.softmax(logits.float(), dim=1)[:, 1].cpu().numpy()
+        for (z, y, x), tile in zip(batch, p):
+            dz, dy, dx = (min(s, int(n) - o) for n, o in zip(shape, (z, y, x)))
+            prob[z:z + dz, y:y + dy, x:x + dx] = tile[:dz, :dy, :dx]
+        if progress is not None:
+            progress(min(1.0, (start + len(batch)) / len(origins)), "detection")
+    prob[~roi] = 0.0
+    return prob, len(origins)
+
+
+def seeds_from_probability(prob: np.ndarray, geometry: Geometry, threshold: float = 0.5,
+                           min_component_mm3: float = MIN_COMPONENT_MM3, merge_distance_mm: float = 6.4,
+                           max_seeds: int = MAX_SEEDS) -> list[Seed]:
+    """Components of ``prob >= threshold`` -> seeds (weighted centre, confidence = max probability).
+
+    Ordered by confidence (then position, for determinism); a seed within ``merge_distance_mm`` of a
+    more confident one is dropped (that VOI already covers it).
+    """
+    mask = prob >= threshold
+    labels, n = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
+    if n == 0:
+        return []
+    index = np.arange(1, n + 1)
+    voxel_mm3 = float(np.prod(geometry.spacing))
+    sizes = ndimage.sum_labels(mask, labels, index) * voxel_mm3
+    peaks = ndimage.maximum(prob, labels, index)
+    centres = ndimage.center_of_mass(prob, labels, index)
+    candidates = []
+    for size, peak, centre in zip(sizes, peaks, centres):
+        if size < min_component_mm3:
+            continue
+        lps = geometry.index_to_lps(np.asarray(centre, dtype=float)[::-1])
+        candidates.append((float(peak), tuple(float(v) for v in lps)))
+    candidates.sort(key=lambda c: (-c[0], c[1]))
+    kept: list[Seed] = []
+    for peak, lps in candidates:
+        if all(np.linalg.norm(np.subtract(lps, k.position_lps)) >= merge_distance_mm for k in kept):
+            kept.append(Seed(position_lps=lps, confidence=peak, source="detector"))  # type: ignore[arg-type]
+        if len(kept) >= max_seeds:
+            break
+    for i, seed in enumerate(kept, start=1):
+        seed.label = f"D{i}"
+    return kept
+
+
+def detect(pre: Preprocessed, model: torch.jit.ScriptModule, *, segment_out: int, context: int,
+           device: torch.device, threshold: float = 0.5, merge_distance_mm: float = 6.4,
+           roi_margin_mm: float = ROI_MARGIN_MM, batch_size: int = 2,
+           progress: Progress | None = None, cancel: Callable[[], bool] | None = None) -> Detection:
+    """Run the coarse detector on the preprocessed scan and return its probability and seeds."""
+    roi = coarse_roi(pre, margin_mm=roi_margin_mm)
+    pad = float((pre.background - pre.mean) / pre.std)
+    prob, tiles = run_detector(model, pre.coarse.array, roi, segment_out=segment_out, context=context,
+                               pad_value=pad, device=device, batch_size=batch_size,
+                               progress=progress, cancel=cancel)
+    total = int(np.prod(-(-np.asarray(roi.shape) // segment_out)))
+    seeds = seeds_from_probability(prob, pre.coarse.geometry, threshold, merge_distance_mm=merge_distance_mm)
+    return Detection(prob, roi, pre.coarse.geometry, seeds, tiles, total)
+
+
+def combine_seeds(detected: Sequence[Seed], given: Sequence[Seed] | None, use_detected: bool) -> list[Seed]:
+    """Given seeds replace (``use_detected=False``) or join the detected ones; given ones first."""
+    out = list(given or [])
+    if use_detected:
+        out.extend(detected)
+    return out

@@ -1,0 +1,136 @@
+"""The one segmentation pipeline every front end calls (command line, Slicer module, tests).
+
+``segment`` takes plain data (an :class:`Image` and loaded models) and returns plain data (a
+:class:`SegmentationResult`): preprocessing -> coarse detection over the vessel region -> seeds
+(detected, given, or both) -> fine segmentation of one VOI per seed -> masks pasted back into the
+input geometry -> measurements. It writes nothing anywhere; front ends decide what to save.
+
+A user correction ("refine from seeds") is the same call with ``seeds`` and ``detect=False`` and,
+to skip recomputing it, the ``preprocessed`` scan of the earlier run: only the fine stage runs.
+Cancelling (``cancel()`` returning True, checked between stages, tiles and VOIs) returns None.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Sequence
+
+from . import detect as detect_stage
+from . import refine as refine_stage
+from .errors import Cancelled, InputError
+from .geometry import Image
+from .measure import measure_labels
+from .models import LoadedModels
+from .preprocess import Preprocessed, preprocess
+from .result import SegmentationResult, Seed
+
+ProgressCallback = Callable[[float, str], None]
+CancelCheck = Callable[[], bool]
+
+
+class _Progress:
+    """Maps each stage's own 0..1 onto its share of the whole run; never goes backwards."""
+
+    def __init__(self, callback: ProgressCallback | None, shares: dict[str, float]) -> None:
+        self.callback = callback
+        total = sum(shares.values())
+        self.ranges: dict[str, tuple[float, float]] = {}
+        start = 0.0
+        for name, share in shares.items():
+            self.ranges[name] = (start, start + share / total)
+            start += share / total
+        self.last = 0.0
+
+    def stage(self, name: str) -> Callable[[float, str], None]:
+        lo, hi = self.ranges[name]
+
+        def report(fraction: float, message: str = name) -> None:
+            self.report(lo + (hi - lo) * min(max(fraction, 0.0), 1.0), message)
+
+        return report
+
+    def report(self, value: float, message: str) -> None:
+        self.last = max(self.last, min(value, 1.0))
+        if self.callback is not None:
+            self.callback(self.last, message)
+
+
+def _check(cancel: CancelCheck | None) -> None:
+    if cancel is not None and cancel():
+        raise Cancelled("cancelled")
+
+
+def segment(image: Image, models: LoadedModels, *, seeds: Sequence[Seed] | None = None, detect: bool = True,
+            detection_threshold: float = 0.5, progress: ProgressCallback | None = None,
+            cancel: CancelCheck | None = None, preprocessed: Preprocessed | None = None,
+            batch_size: int = 2) -> SegmentationResult | None:
+    """Segment the aneurysms of one TOF-MRA; None when cancelled. See the module docstring.
+
+    ``detect=False`` without seeds gives a result without aneurysms (the user deleted every seed).
+    """
+    if preprocessed is not None and preprocessed.image.array.shape != image.array.shape:
+        raise InputError("the preprocessed scan given does not belong to this image (different size)")
+    try:
+        return _segment(image, models, list(seeds or []), detect, detection_threshold, progress, cancel,
+                        preprocessed, batch_size)
+    except Cancelled:
+        return None
+
+
+def _segment(image: Image, models: LoadedModels, given: list[Seed], detect: bool, threshold: float,
+             callback: ProgressCallback | None, cancel: CancelCheck | None, pre: Preprocessed | None,
+             batch_size: int) -> SegmentationResult:
+    shares = {"preprocessing": 0.0 if pre is not None else 2.0, "detection": 5.0 if detect else 0.0,
+              "fine segmentation": 4.0, "measurements": 0.5}
+    prog = _Progress(callback, {k: v for k, v in shares.items() if v > 0})
+    timings: dict[str, float] = {}
+    t_start = time.perf_counter()
+
+    _check(cancel)
+    if pre is None:
+        prog.report(0.0, "preprocessing")
+        t = time.perf_counter()
+        pre = preprocess(image, coarse_spacing=models.coarse_spacing[0])
+        timings["preprocess"] = time.perf_counter() - t
+        prog.stage("preprocessing")(1.0)
+    _check(cancel)
+
+    detected: list[Seed] = []
+    if detect:
+        t = time.perf_counter()
+        found = detect_stage.detect(pre, models.coarse, segment_out=models.coarse_segment_out,
+                                    context=models.coarse_context, device=models.device, threshold=threshold,
+                                    merge_distance_mm=models.voi_size * models.fine_spacing[0] / 4,
+                                    batch_size=batch_size, progress=prog.stage("detection"), cancel=cancel)
+        detected = found.seeds
+        timings["detect"] = time.perf_counter() - t
+        prog.stage("detection")(1.0)
+    seeds = detect_stage.combine_seeds(detected, given, use_detected=detect)
+    _check(cancel)
+
+    t = time.perf_counter()
+    fine = prog.stage("fine segmentation")
+    predictions = refine_stage.predict_vois(pre, models.fine, seeds, voi_size=models.voi_size,
+                                            spacing=models.fine_spacing[0], channels=models.fine_channels,
+                                            device=models.device, batch_size=batch_size,
+                                            progress=lambda f, m: fine(0.9 * f, m), cancel=cancel)
+    timings["fine"] = time.perf_counter() - t
+    _check(cancel)
+    t = time.perf_counter()
+    refined = refine_stage.paste(predictions, image.geometry, image.array.shape)
+    timings["paste"] = time.perf_counter() - t
+    fine(1.0)
+    _check(cancel)
+
+    t = time.perf_counter()
+    aneurysms = measure_labels(refined.labels, image.geometry, refined.seeds, refined.confidences)
+    timings["measure"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - t_start
+    prog.stage("measurements")(1.0)
+    return SegmentationResult(labels=refined.labels, geometry=image.geometry, aneurysms=aneurysms,
+                              seeds=seeds, timings=timings)
+
+
+def prepare(image: Image, models: LoadedModels) -> Preprocessed:
+    """The preprocessing ``segment`` would run, for callers that keep it to refine later."""
+    return preprocess(image, coarse_spacing=models.coarse_spacing[0])
