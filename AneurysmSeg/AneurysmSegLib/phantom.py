@@ -27,7 +27,7 @@ from scipy import ndimage
 
 from .geometry import Geometry, Image
 from .io import write_image
-from .phantom_anatomy import AneurysmSpec, HeadShape, Site, build_tree, make_aneurysm, sample_diameter
+from .phantom_anatomy import AneurysmSpec, HeadShape, Site, build_sinuses, build_tree, make_aneurysm, sample_diameter
 from .phantom_raster import TubeRaster, ellipsoid_sd
 
 DEFAULT_SHAPE_XYZ = (256, 256, 96)
@@ -104,6 +104,7 @@ def sample_params(rng: np.random.Generator, scanner: str = "train", shape_xyz: S
         "intensity_max": _u(rng, 0.7, 1.0),
         "zero_background": bool(sh and rng.random() < 0.4),
         "multislab": int(rng.integers(3, 5)) if rng.random() < (0.5 if sh else 0.2) else 0,
+        "venous": _u(rng, 0.2, 0.6) if rng.random() < 0.7 else 0.0,  # sinus signal left by the saturation band
         "n_aneurysms": n_an,
         "treated": bool(rng.random() < 0.08),
     }
@@ -159,6 +160,13 @@ def _ellipsoid_distance(ax, ay, az, centre, semi) -> np.ndarray:
     return ((rho - 1.0) * rho / np.maximum(grad, 1e-6)).astype(np.float32)
 
 
+def _paint(out: np.ndarray, d: np.ndarray, value, h: float) -> None:
+    """In place: blend ``value`` where the signed distance ``d`` (mm) is negative, with a linear
+    partial-volume ramp one voxel (``h`` mm) wide, so edges are anti-aliased like a real acquisition."""
+    c = np.clip(0.5 - d / np.float32(h), 0.0, 1.0).astype(np.float32)
+    out += c * (np.asarray(value, dtype=np.float32) - out)
+
+
 def _smoothstep(x: np.ndarray) -> np.ndarray:
     x = np.clip(x, 0.0, 1.0)
     return x * x * (3 - 2 * x)
@@ -177,6 +185,7 @@ class _Renderer:
         self.geometry, self.cow_world = make_geometry(params, rng)
         self.shape = tuple(int(s) for s in params["shape_xyz"][::-1])  # z, y, x
         self.spacing = np.asarray(params["spacing"], dtype=float)
+        self.h = float(np.exp(np.mean(np.log(self.spacing))))  # voxel size for partial-volume ramps
         rx, ry, rz = np.radians(params["rotation_deg"])
         cx, sx_, cy, sy_, cz, sz_ = np.cos(rx), np.sin(rx), np.cos(ry), np.sin(ry), np.cos(rz), np.sin(rz)
         rot = (np.array([[cz, -sz_, 0], [sz_, cz, 0], [0, 0, 1]]) @ np.array([[cy, 0, sy_], [0, 1, 0], [-sy_, 0, cy]])
@@ -202,9 +211,12 @@ class _Renderer:
         A = self.A.astype(np.float32)
         return tuple((A[k, 0] * qx + A[k, 1] * qy + A[k, 2] * qz + np.float32(self.b[k])) for k in range(3))
 
-    def fill_ellipsoid(self, out: np.ndarray, coords, centre, semi, value) -> None:
-        """Set ``value`` inside an axis-aligned (anatomical) ellipsoid, working in its bounding box only."""
-        corners = np.array([[centre[0] + i * semi[0], centre[1] + j * semi[1], centre[2] + k * semi[2]]
+    def paint_ellipsoid(self, out: np.ndarray, coords, centre, semi, value: float) -> None:
+        """Blend ``value`` into an axis-aligned (anatomical) ellipsoid with an anti-aliased edge,
+        working in its bounding box only."""
+        centre, semi = np.asarray(centre, dtype=float), np.asarray(semi, dtype=float)
+        grow = semi + 2.0 * self.h
+        corners = np.array([[centre[0] + i * grow[0], centre[1] + j * grow[1], centre[2] + k * grow[2]]
                             for i in (-1, 1) for j in (-1, 1) for k in (-1, 1)])
         idx = self.to_grid(corners) / self.spacing
         lo = np.maximum(np.floor(idx.min(axis=0)).astype(int), 0)
@@ -213,8 +225,7 @@ class _Renderer:
             return
         sl = (slice(lo[2], hi[2]), slice(lo[1], hi[1]), slice(lo[0], hi[0]))
         d = _ellipsoid_distance(coords[0][sl], coords[1][sl], coords[2][sl], centre, semi)
-        region = out[sl]
-        region[d < 0] = value
+        _paint(out[sl], d, value, self.h)
 
     # -- vessels --------------------------------------------------------------------------------
     def vessels(self):
@@ -237,6 +248,10 @@ class _Renderer:
                  * (1.0 - p["inflow_fade"] * np.clip(zrel, 0, 1)))
             flow[b.name] = f
             tubes.add_polyline(q, b.radii, f, margin_mm=1.5 * h + 1.0, cistern_mm=b.cistern_mm)
+        if p["venous"] > 0:
+            for b in build_sinuses(self.rng, self.head):
+                q = self.to_grid(b.points)
+                tubes.add_polyline(q, b.radii, np.full(len(q), p["venous"]), margin_mm=1.5 * h + 1.0, labelled=False)
         return tree, tubes
 
     # -- aneurysms ------------------------------------------------------------------------------
@@ -257,13 +272,22 @@ class _Renderer:
                 kept.append(s)
         return kept
 
+    def wall_distance(self, tubes: TubeRaster, site: Site) -> float:
+        """Distance (mm) from the site along its dome direction to the outside of every lumen."""
+        t = np.arange(0.0, 12.0, 0.2)
+        idx = self.to_grid(site.point[None, :] + t[:, None] * site.direction[None, :]) / self.spacing
+        sd = ndimage.map_coordinates(tubes.sd, idx[:, ::-1].T, order=1, mode="nearest")
+        outside = np.nonzero(sd > 0)[0]
+        return float(t[outside[0]]) if len(outside) else site.parent_radius
+
     def aneurysms(self, tree, tubes: TubeRaster):
         p = self.p
         sites = self.choose_sites(tree, p["n_aneurysms"] + int(p["treated"]))
         specs: list[AneurysmSpec] = []
         for i, s in enumerate(sites):
             treated = bool(p["treated"]) and i == len(sites) - 1
-            specs.append(make_aneurysm(self.rng, s, sample_diameter(self.rng, treated), treated))
+            specs.append(make_aneurysm(self.rng, s, sample_diameter(self.rng, treated), treated,
+                                       wall_mm=self.wall_distance(tubes, s)))
         sd_an = np.full(self.shape, 6.0, dtype=np.float32)
         ids = np.zeros(self.shape, dtype=np.uint8)
         for i, spec in enumerate(specs, start=1):
@@ -272,64 +296,66 @@ class _Renderer:
         return specs, sites, sd_an, ids
 
     # -- tissue ---------------------------------------------------------------------------------
-    def tissue(self, tubes: TubeRaster) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Static tissue intensity (grey matter = 1), the head's signed distance and a fat mask."""
-        p, rng, sp = self.p, self.rng, self.spacing
+    def tissue(self, tubes: TubeRaster) -> tuple[np.ndarray, np.ndarray]:
+        """Static tissue intensity (grey matter = 1) and the signed distance (mm) outside the head.
+
+        Layers are painted from the outside in with anti-aliased edges: skin, subcutaneous fat (the
+        bright rim), skull (dark tables, moderately bright diploe), CSF, then the brain with white
+        matter, texture, sulci, fissure, ventricles and cisterns, and the skull base with the orbits.
+        """
+        p, rng, sp, h = self.p, self.rng, self.spacing, self.h
         ax, ay, az = self.anatomy_coords()
+        xyz = (ax, ay, az)
+        hs = p["head_scale"]
         cell = lambda mm: (mm / sp[2], mm / sp[1], mm / sp[0])  # noqa: E731
         lump = smooth_field(rng, self.shape, cell(25.0))
         d_ic = _ellipsoid_distance(ax, ay, az, self.head.centre, self.head.semi_axes) + 2.0 * lump
-        # scalp layers outward from the inner table
-        fat_th = (_u(rng, 2.0, 3.5) + 1.0 * smooth_field(rng, self.shape, cell(40.0))) * self.p["head_scale"]
-        fat_th = np.maximum(fat_th, 1.0)
-        skull = _u(rng, 5.0, 8.0)
-        csf_th = _u(rng, 1.0, 3.0)
+        fat_th = np.maximum((_u(rng, 2.0, 3.5) + smooth_field(rng, self.shape, cell(40.0))) * hs, 1.0)
+        skull, csf_th, skin_th = _u(rng, 5.0, 8.0), _u(rng, 1.0, 3.0), _u(rng, 1.2, 2.0)
         out = np.zeros(self.shape, dtype=np.float32)  # air
-        outer = skull + fat_th
-        out[d_ic < outer + 1.6] = _u(rng, 0.9, 1.4)  # skin / galea
-        fat = (d_ic < outer) & (d_ic >= skull)
-        out[fat] = p["fat_ratio"]
-        out[d_ic < skull] = 0.12  # cortical bone
-        diploe = (d_ic > 1.8) & (d_ic < skull - 1.8)
-        out[diploe] = _u(rng, 0.4, 1.0)  # marrow in the diploe: moderately bright
-        out[d_ic < 0] = p["csf_ratio"]
-        # brain: grey matter cortex, white matter deeper, sulci as thin CSF sheets
-        brain = d_ic < -csf_th
-        sulc = smooth_field(rng, self.shape, cell(9.0))
+        d_skin = d_ic - skull - fat_th - skin_th
+        _paint(out, d_skin, _u(rng, 0.9, 1.4), h)  # skin / galea
+        fine = smooth_field(rng, self.shape, cell(2.5))
+        _paint(out, d_ic - skull - fat_th, p["fat_ratio"] * (1 + 0.06 * lump + 0.05 * fine), h)  # fat with septa
+        _paint(out, d_ic - skull, 0.12, h)  # outer table
+        _paint(out, d_ic - (skull - 1.8), _u(rng, 0.4, 1.0), h)  # diploe: marrow, moderately bright
+        _paint(out, d_ic - 1.8, 0.12, h)  # inner table
+        _paint(out, d_ic, p["csf_ratio"], h)  # subarachnoid CSF
+        # brain: grey matter cortex, white matter deeper (slightly brighter in TOF), fine texture
         depth = -d_ic
-        wm = depth > 13.0 + 4.0 * lump
-        tex = 1.0 + p["texture"] * smooth_field(rng, self.shape, cell(3.0))
-        bright = np.where(wm, p["wm_ratio"], 1.0).astype(np.float32) * tex
-        out[brain] = bright[brain]
-        sulci = brain & (np.abs(sulc) < 0.10) & (depth < 22.0)
-        out[sulci] = p["csf_ratio"] * 1.1
-        # interhemispheric fissure above the circle of Willis, ventricles, basal cisterns
-        fissure = brain & (np.abs(ax - 1.5 * lump) < 1.0) & (az > 12.0) & (ay < 60)
-        out[fissure] = p["csf_ratio"]
-        hs = p["head_scale"]
-        xyz = (ax, ay, az)
+        wm = _smoothstep((depth - 9.0 - 4.0 * lump) / 8.0)
+        tex = 1.0 + p["texture"] * fine
+        _paint(out, d_ic + csf_th, (1.0 + (p["wm_ratio"] - 1.0) * wm) * tex, h)
+        # sulci: thin CSF sheets where a random field crosses zero, only in the cortical ribbon
+        sulc = np.abs(smooth_field(rng, self.shape, cell(6.0)))
+        ribbon = (depth > csf_th) & (depth < 16.0 + 6.0 * lump)
+        _paint(out, np.where(ribbon, (sulc - 0.09) * 8.0, 9.0), p["csf_ratio"] * 1.1, h)
+        # interhemispheric fissure (falx) above the circle of Willis, ventricles, basal cisterns
+        fiss = np.abs(ax - 1.5 * lump) - 0.6
+        _paint(out, np.where((az > 12.0) & (depth > 0) & (ay < 60), fiss, 9.0), p["csf_ratio"], h)
         for s in (1, -1):
-            self.fill_ellipsoid(out, xyz, np.array([s * 9.0, 6.0, 24.0]) * hs, np.array([6.0, 24.0, 7.0]) * hs, p["csf_ratio"])
-        self.fill_ellipsoid(out, xyz, np.array([0.0, 2.0, 10.0]) * hs, np.array([1.8, 11.0, 7.0]) * hs, p["csf_ratio"])
-        out[(tubes.cistern < 0) & (d_ic < 0)] = p["csf_ratio"]
-        # skull base: anterior fossa floor, orbits (fat, bright) with the globe, sphenoid sinus (air)
-        base = (az < -9.0 + 0.15 * (ay + 12.0) + 1.5 * lump) & (ay < -12.0) & (np.abs(ax) < 40.0) & (d_ic < skull)
-        out[base] = 0.15 + 0.08 * lump[base]
-        self.fill_ellipsoid(out, xyz, np.array([0.0, -6.0, -1.0]) * hs, np.array([16.0, 13.0, 5.0]) * hs, p["csf_ratio"])
+            self.paint_ellipsoid(out, xyz, np.array([s * 9.0, 6.0, 24.0]) * hs, np.array([6.0, 24.0, 7.0]) * hs, p["csf_ratio"])
+        self.paint_ellipsoid(out, xyz, np.array([0.0, 2.0, 10.0]) * hs, np.array([1.8, 11.0, 7.0]) * hs, p["csf_ratio"])
+        self.paint_ellipsoid(out, xyz, np.array([0.0, -6.0, -1.0]) * hs, np.array([13.0, 10.0, 4.0]) * hs, p["csf_ratio"])
+        _paint(out, np.where(d_ic < 0, tubes.cistern - 0.8 * lump, 9.0), p["csf_ratio"], h)
+        # anterior skull base (orbital roofs, ethmoid) under the frontal lobes, orbits, sphenoid sinus
+        base = np.full(self.shape, 0.0, dtype=np.float32)
+        self.paint_ellipsoid(base, xyz, np.array([0.0, -50.0, -31.0]) * hs, np.array([42.0, 45.0, 22.0]) * hs, 1.0)
+        base *= (d_ic < skull)
+        out += base * (0.18 + 0.1 * lump - out)
         for s in (1, -1):
-            self.fill_ellipsoid(out, xyz, np.array([s * 30.0, -56.0, -22.0]) * hs, np.array([12.0, 17.0, 11.0]) * hs,
-                                p["fat_ratio"] * 0.9)
-            self.fill_ellipsoid(out, xyz, np.array([s * 31.0, -68.0, -20.0]) * hs, np.array([11.0, 11.0, 11.0]) * hs, 0.35)
-        self.fill_ellipsoid(out, xyz, np.array([0.0, -25.0, -30.0]) * hs, np.array([12.0, 10.0, 10.0]) * hs, 0.02)
-        fat_mask = fat | ((out >= p["fat_ratio"] * 0.85) & (d_ic < skull))
-        return out, d_ic - outer - 1.6, fat_mask
+            self.paint_ellipsoid(out, xyz, np.array([s * 30.0, -56.0, -22.0]) * hs, np.array([12.0, 17.0, 11.0]) * hs,
+                                 p["fat_ratio"] * 0.85)
+            self.paint_ellipsoid(out, xyz, np.array([s * 31.0, -68.0, -20.0]) * hs, np.array([11.0, 11.0, 11.0]) * hs, 0.35)
+        self.paint_ellipsoid(out, xyz, np.array([0.0, -25.0, -30.0]) * hs, np.array([12.0, 10.0, 10.0]) * hs, 0.02)
+        return out, d_skin
 
     # -- the whole case -------------------------------------------------------------------------
     def render(self) -> PhantomCase:
         p, rng = self.p, self.rng
         tree, tubes = self.vessels()
         specs, sites, sd_an, ids = self.aneurysms(tree, tubes)
-        tissue, d_head, fat_mask = self.tissue(tubes)
+        tissue, d_head = self.tissue(tubes)
         vessel_mask = tubes.label
         labels = np.zeros(self.shape, dtype=np.uint8)
         sac = (sd_an <= 0) & ~vessel_mask

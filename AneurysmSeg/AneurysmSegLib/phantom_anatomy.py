@@ -191,7 +191,7 @@ class TreeBuilder:
                      ica_r, ica_r * 0.88, cistern=0.0, tort=0.8)
             self.add(f"VA_{tag}", [self.jit((s * 11, 32, -80), 2), self.jit((s * 9, 25, -55), 2),
                                    self.jit((s * 5, 18, -40), 1.5), J["VB"]],
-                     vert_r[s], vert_r[s] * 0.95, cistern=2.0)
+                     vert_r[s], vert_r[s] * 0.95, cistern=1.0)
         self.add("BA", [J["VB"], self.jit((0, 12, -22), 1.5), self.jit((0, 9, -10), 1.5), J["BA_tip"]],
                  rng.uniform(1.3, 1.7), rng.uniform(1.2, 1.5), cistern=1.5)
         for s, tag in ((1, "L"), (-1, "R")):
@@ -213,7 +213,7 @@ class TreeBuilder:
         term = ica.points[-1]
         m1_r = rng.uniform(1.2, 1.5)
         self.add(f"M1_{tag}", [term, self.jit((s * 22, -8.5, 2), 1.2), self.jit((s * 30, -6, 3), 1.5), J[f"MCA_bif_{tag}"]],
-                 m1_r, m1_r * 0.9, parent=f"ICA_{tag}", cistern=2.0)
+                 m1_r, m1_r * 0.9, parent=f"ICA_{tag}", cistern=1.5)
         a1_r = rng.uniform(0.85, 1.1)
         if rng.random() < 0.08:
             a1_r *= 0.45
@@ -225,7 +225,7 @@ class TreeBuilder:
         a2 = self.add(f"A2_{tag}", [J[f"ACOM_{tag}"], self.jit((s * 2.2, -28, 14), 1.2), self.jit((s * 2.8, -33, 26), 1.5),
                                     self.jit((s * 3, -31, 38), 2), self.jit((s * 3.5, -18, 49), 2),
                                     self.jit((s * 3.5, 2, 55), 2.5), self.jit((s * 3.5, 24, 54), 3)],
-                      a2_r, 0.5, parent=f"A1_{tag}", cistern=1.0, tort=0.6)
+                      a2_r, 0.5, parent=f"A1_{tag}", cistern=0.0, tort=0.6)
         ci = int(np.argmin(np.linalg.norm(a2.points - (np.array([s * 3, -31, 38]) * self.g), axis=1)))
         cm = self.add(f"CallMarg_{tag}", [a2.points[ci], a2.points[ci] + np.array([s * 4, -10, 10]),
                                           self.surface_target(np.array([s * 0.15, -0.5, 0.9]), 8)],
@@ -245,10 +245,10 @@ class TreeBuilder:
         m2_r = m1_r * rng.uniform(0.68, 0.8)
         sup = self.add(f"M2sup_{tag}", [bif, bif + np.array([s * 5, -3, 6]), bif + np.array([s * 6, 2, 18]),
                                         self.surface_target(np.array([s * 1.0, -0.2, 0.55]), 10)],
-                       m2_r, m2_r * 0.6, parent=f"M1_{tag}", cistern=1.5)
+                       m2_r, m2_r * 0.6, parent=f"M1_{tag}", cistern=0.0)
         inf = self.add(f"M2inf_{tag}", [bif, bif + np.array([s * 6, 4, -1]), bif + np.array([s * 8, 16, 4]),
                                         self.surface_target(np.array([s * 1.0, 0.6, 0.0]), 10)],
-                       m2_r * 0.95, m2_r * 0.55, parent=f"M1_{tag}", cistern=1.5)
+                       m2_r * 0.95, m2_r * 0.55, parent=f"M1_{tag}", cistern=0.0)
         m1 = self.branches[f"M1_{tag}"]
         self.site(f"MCA_bif_{tag}", bif, self.tangent(f"M1_{tag}", len(m1.points) - 1), m1.radii[-1], 0.13)
         self.site(f"ICA_term_{tag}", term, self.tangent(f"ICA_{tag}", len(ica.points) - 1), ica.radii[-1], 0.03)
@@ -275,7 +275,7 @@ class TreeBuilder:
         p2_r = max(p1_r, pcom_r) * rng.uniform(0.85, 1.0)
         p2 = self.add(f"P2_{tag}", [J[f"P1P2_{tag}"], self.jit((s * 16, 12, 1), 1.5), self.jit((s * 22, 23, 4), 2),
                                     self.jit((s * 24, 36, 7), 2), self.jit((s * 20, 52, 9), 2.5)],
-                      p2_r, p2_r * 0.75, parent=f"P1_{tag}", cistern=1.5)
+                      p2_r, p2_r * 0.75, parent=f"P1_{tag}", cistern=1.0)
         self._cortical_tree(p2, "PCA", s, depth=2, n_children=3)
         ica = self.branches[f"ICA_{tag}"]
         pc_origin = np.array([s * 14, -13, -1.0]) * self.g
@@ -294,7 +294,7 @@ class TreeBuilder:
         self.add(f"SCA_{tag}", [ba.points[bi], ba.points[bi] + np.array([s * 6, 1, -1]),
                                 ba.points[bi] + np.array([s * 14, 10, -3]), ba.points[bi] + np.array([s * 18, 24, -4]),
                                 ba.points[bi] + np.array([s * 14, 40, -6])],
-                 0.6, 0.4, parent="BA", cistern=2.0, tort=1.0)
+                 0.6, 0.4, parent="BA", cistern=0.0, tort=1.0)
         ai = int(rng.integers(3, max(4, len(ba.points) // 2)))
         self.add(f"AICA_{tag}", [ba.points[ai], ba.points[ai] + np.array([s * 8, -1, -2]),
                                  ba.points[ai] + np.array([s * 18, 6, -6]), ba.points[ai] + np.array([s * 22, 18, -10])],
@@ -357,6 +357,34 @@ def build_tree(rng: np.random.Generator, head: HeadShape, scale: float = 1.0, to
     return tb
 
 
+def build_sinuses(rng: np.random.Generator, head: HeadShape) -> list[Branch]:
+    """Dural venous sinuses along the inner table (superior sagittal, transverse, straight sinus).
+
+    TOF saturates venous inflow, but the large sinuses often still show up moderately bright: a
+    source of false positives that a detector must learn to ignore (they are not labelled)."""
+    def on_surface(direction, depth):
+        return head.surface_point(np.asarray(direction, dtype=float), depth)
+
+    th = np.radians(np.linspace(35, 200, 12))
+    sss = np.stack([on_surface((0.0, -np.cos(t), np.sin(t)), 3.5) for t in th])
+    sss[:, 0] += rng.normal(0, 0.7, len(sss))
+    r_sss = rng.uniform(2.0, 3.2)
+    pts = smooth_curve(sss, rng, 0.0)
+    branches = [Branch("SSS", pts, taper(pts, r_sss * 0.55, r_sss))]
+    torcula = sss[-1]
+    for s in (1, -1):
+        az = np.radians(np.linspace(0, 75, 8))
+        ts = np.stack([on_surface((s * np.sin(a), np.cos(a), -0.15 - 0.25 * np.sin(a)), 4.0) for a in az])
+        ts[0] = torcula
+        pts = smooth_curve(ts, rng, 0.6)
+        branches.append(Branch(f"TS_{'L' if s > 0 else 'R'}", pts, taper(pts, r_sss * rng.uniform(0.7, 1.0), r_sss * 0.8)))
+    st = np.stack([head.centre + np.array([0.0, 25.0, 5.0]), (head.centre + np.array([0.0, 25.0, 5.0]) + torcula) / 2
+                   + np.array([0, 0, 4.0]), torcula])
+    pts = smooth_curve(st, rng, 0.3)
+    branches.append(Branch("StraightS", pts, taper(pts, 1.2, 1.8)))
+    return branches
+
+
 def random_rotation(rng: np.random.Generator, max_deg: float = 180.0) -> np.ndarray:
     """A rotation matrix with each Euler angle uniform in +-max_deg."""
     a, b, c = np.radians(rng.uniform(-max_deg, max_deg, 3))
@@ -366,17 +394,23 @@ def random_rotation(rng: np.random.Generator, max_deg: float = 180.0) -> np.ndar
     return rz @ ry @ rx
 
 
-def make_aneurysm(rng: np.random.Generator, site: Site, diameter_mm: float, treated: bool = False) -> AneurysmSpec:
-    """Saccular sac on ``site``: a main ellipsoid whose overlap with the parent vessel forms the neck,
-    sometimes a second lobe (lobulated) or daughter blebs."""
+def make_aneurysm(rng: np.random.Generator, site: Site, diameter_mm: float, treated: bool = False,
+                  wall_mm: float | None = None) -> AneurysmSpec:
+    """Saccular sac on ``site``: a main ellipsoid straddling the vessel wall (its overlap with the lumen
+    forms the neck), sometimes a second lobe (lobulated) or daughter blebs.
+
+    ``wall_mm``: distance from the site point to the outside of the lumen along the dome direction
+    (measured on the rasterised tree, so bifurcations are handled); default: the parent radius.
+    """
     R = diameter_mm / 2.0
     d = site.direction
-    k = rng.uniform(0.35, 0.85)  # neck: the smaller k, the wider the neck
-    centre = site.point + d * (site.parent_radius * 0.8 + k * R)
+    wall = site.parent_radius if wall_mm is None else wall_mm
+    k = rng.uniform(0.35, 0.85)  # neck half-width = R * sqrt(1 - k^2): the smaller k, the wider the neck
     # main body: elongated along the dome axis, random aspect across it
     perp = _unit(np.cross(d, rng.normal(size=3)))
     rot = np.stack([d, perp, np.cross(d, perp)], axis=1)
     axes = R * np.array([rng.uniform(0.95, 1.3), rng.uniform(0.8, 1.05), rng.uniform(0.8, 1.05)])
+    centre = site.point + d * (wall + k * axes[0])
     lobes = [Lobe(centre, rot, axes)]
     kind = "simple"
     u = rng.random()

@@ -42,14 +42,16 @@ class TubeRaster:
         self.cistern = np.full(shape_zyx, self.far, dtype=np.float32)
 
     def add_polyline(self, q: np.ndarray, radii: np.ndarray, values: np.ndarray, margin_mm: float,
-                     cistern_mm: float = 0.0) -> None:
-        """Capsules between consecutive points ``q`` (grid mm, x y z); ``values`` per point."""
+                     cistern_mm: float = 0.0, labelled: bool = True) -> None:
+        """Capsules between consecutive points ``q`` (grid mm, x y z); ``values`` per point.
+        ``labelled=False`` draws without adding to the label mask (veins are not arteries)."""
         reach = max(margin_mm, cistern_mm)
         for i in range(len(q) - 1):
-            self._segment(q[i], q[i + 1], radii[i], radii[i + 1], 0.5 * (values[i] + values[i + 1]), reach, cistern_mm)
+            self._segment(q[i], q[i + 1], radii[i], radii[i + 1], 0.5 * (values[i] + values[i + 1]), reach, cistern_mm,
+                          labelled)
 
     def _segment(self, a: np.ndarray, b: np.ndarray, ra: float, rb: float, value: float, reach: float,
-                 cistern_mm: float) -> None:
+                 cistern_mm: float, labelled: bool) -> None:
         r = max(ra, rb) + reach
         box = _box(np.minimum(a, b) - r, np.maximum(a, b) + r, self.spacing, self.shape_xyz)
         if box is None:
@@ -63,7 +65,8 @@ class TubeRaster:
         dist = np.sqrt(dx * dx + dy * dy + dz * dz)
         r_t = ra + t * (rb - ra)
         sd = (dist - r_t).astype(np.float32)
-        self.label[sl] |= dist <= np.maximum(r_t, self.min_label_radius)
+        if labelled:
+            self.label[sl] |= dist <= np.maximum(r_t, self.min_label_radius)
         cur = self.sd[sl]
         closer = sd < cur
         cur[closer] = sd[closer]
