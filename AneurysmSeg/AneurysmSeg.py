@@ -357,6 +357,7 @@ class AneurysmSegLogic(ScriptedLoadableModuleLogic):
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
         self._models = {}
+        self._preprocessed = {}  # the last volume's preprocessed scan, so refining runs the fine stage only
 
     def getParameterNode(self):
         return AneurysmSegParameterNode(super().getParameterNode())
@@ -410,10 +411,9 @@ class AneurysmSegLogic(ScriptedLoadableModuleLogic):
 
             manifest = json.loads((self.moduleDirectory() / "Resources" / "Models" / "manifest.json").read_text())
             fine = manifest.get("fine", {}) if isinstance(manifest, dict) else {}
-            patch = fine.get("patch_size") or fine.get("voi_size") or size
-            size = patch[0] if isinstance(patch, (list, tuple)) else patch
-            sp = fine.get("spacing") or spacing
-            spacing = sp[0] if isinstance(sp, (list, tuple)) else sp
+            size = int(fine.get("voi_size", size))
+            sp = fine.get("spacing_mm", spacing)
+            spacing = float(sp[0] if isinstance(sp, (list, tuple)) else sp)
         except (OSError, ValueError, TypeError, IndexError):
             pass
         return _("{n} x {n} x {n} voxels at {s:g} mm (fixed by the model)").format(n=size, s=float(spacing))
@@ -453,7 +453,8 @@ class AneurysmSegLogic(ScriptedLoadableModuleLogic):
         from AneurysmSegLib import scene
 
         result = scene.runPipeline(volumeNode, detect=True, detectionThreshold=detectionThreshold,
-                                   models=self._loadedModels(device), progress=progress, cancel=cancel)
+                                   models=self._loadedModels(device), progress=progress, cancel=cancel,
+                                   preprocessedCache=self._preprocessed)
         if result is None:
             return None
         return scene.updateResultNodes(volumeNode, result, *self.resultNodes(volumeNode))
@@ -466,7 +467,7 @@ class AneurysmSegLogic(ScriptedLoadableModuleLogic):
         from AneurysmSegLib import scene
 
         result = scene.refineFromSeeds(volumeNode, seedsNode, models=self._loadedModels(device),
-                                       progress=progress, cancel=cancel)
+                                       progress=progress, cancel=cancel, preprocessedCache=self._preprocessed)
         if result is None:
             return None
         segmentation, previousSeeds, table = self.resultNodes(volumeNode)

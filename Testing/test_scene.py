@@ -265,3 +265,140 @@ def test_scene_bundle_round_trip(app, case, tmp_path):
         assert float(table.GetCellText(1, 3)) == pytest.approx(result.aneurysms[1].max_diameter_mm, rel=1e-4)
     finally:
         other.close()
+
+
+# ------------------------------------------------------------------ the pipeline on a volume node
+#
+# Real pipeline, small real TorchScript models with the networks' contracts (the trained weights are
+# not needed to check the wiring): the detector fires on thick bright blobs, the fine model marks
+# bright voxels, so every segment's position can be checked in millimetres.
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+from torch.nn import functional as F  # noqa: E402
+
+
+class BlobDetector(nn.Module):
+    """DeepMedic's contract ((N, 1, S+48, ...) -> (N, 2, S, ...)): fires where a 9^3 blur is bright."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        r = torch.arange(-4, 5, dtype=torch.float32)
+        g = torch.exp(-(r**2) / (2 * 1.5**2))
+        k = g[:, None, None] * g[None, :, None] * g[None, None, :]
+        self.register_buffer("kernel", (k / k.sum())[None, None])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        blurred = F.conv3d(x[:, :1, 20:-20, 20:-20, 20:-20], self.kernel)
+        return torch.cat([torch.zeros_like(blurred), 2.0 * (blurred - 8.0)], dim=1)
+
+
+class BrightFine(nn.Module):
+    """The SE U-Net's contract ((N, C, 64, 64, 64) -> one logit map): bright voxels."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 4.0 * (x[:, :1] - 6.0)
+
+
+@pytest.fixture(scope="module")
+def blobModels(tmp_path_factory):
+    from AneurysmSegLib import models
+
+    folder = tmp_path_factory.mktemp("models")
+    torch.manual_seed(0)
+    models.export_torchscript(BlobDetector(), torch.randn(1, 1, 57, 57, 57), folder / "coarse.pt")
+    models.export_torchscript(BrightFine(), torch.randn(1, 2, 64, 64, 64), folder / "fine.pt")
+    models.write_manifest(folder, coarse={"file": "coarse.pt", "spacing_mm": 0.7, "in_channels": 1, "segment_out": 27},
+                          fine={"file": "fine.pt", "spacing_mm": 0.4, "in_channels": 2, "voi_size": 64},
+                          training={"description": "test models (not trained)"}, metrics={})
+    return models.load_models(folder, device="cpu")
+
+
+PIPE_GEOMETRY = Geometry(spacing=(0.5, 0.45, 0.6), origin=(-20.0, 15.0, -10.0),
+                         direction=tuple(rotation((1, 2, 3), 23).ravel()))
+PIPE_SHAPE = (48, 96, 90)  # z, y, x: 29 x 43 x 45 mm
+
+
+def along(mm) -> np.ndarray:
+    """The scan centre moved by ``mm`` along the image's own axes (LPS)."""
+    centre = PIPE_GEOMETRY.index_to_lps((np.asarray(PIPE_SHAPE[::-1]) - 1) / 2.0)
+    return centre + PIPE_GEOMETRY.direction_matrix @ np.asarray(mm, float)
+
+
+#: (LPS centre, radius): A and B are big enough for the detector; C is small: the detector misses it.
+BLOB_A, BLOB_B, BLOB_C = (along((-6.0, 6.5, 1.0)), 2.6), (along((7.0, -5.0, -2.0)), 2.0), (along((0.0, -7.0, 2.0)), 1.3)
+
+
+@pytest.fixture
+def blobVolume(app, tmp_path):
+    """A slab of a head (a cylinder of tissue along the image z axis) in air, a thin vessel along its
+    axis, three bright blobs, noise; loaded from a NIfTI file."""
+    rng = np.random.default_rng(0)
+    idx = np.indices(PIPE_SHAPE).reshape(3, -1)[::-1].T.astype(float)
+    lps = PIPE_GEOMETRY.index_to_lps(idx)
+    rel = lps - along((0, 0, 0))
+    extent = np.asarray(PIPE_SHAPE[::-1]) * np.asarray(PIPE_GEOMETRY.spacing)
+    axis = PIPE_GEOMETRY.direction_matrix[:, 2]
+    across = np.linalg.norm(rel - np.outer(rel @ axis, axis), axis=1)
+    img = np.where(across <= 0.46 * extent[:2].min(), 100.0, 5.0)
+    img[across <= 0.9] = 300.0
+    for centre, radius in (BLOB_A, BLOB_B, BLOB_C):
+        img[np.linalg.norm(lps - centre, axis=1) <= radius] = 320.0
+    img = (img.reshape(PIPE_SHAPE) + rng.normal(0.0, 6.0, PIPE_SHAPE)).astype(np.float32)
+    return app.loadVolume(writeImage(tmp_path / "blobs.nii.gz", img, PIPE_GEOMETRY), "blobs")
+
+
+def segmentsNear(segmentationNode) -> list[str]:
+    """Which blob each segment sits on (by centroid, within 1 mm), in segment order."""
+    names = []
+    for segmentId in segmentIds(segmentationNode):
+        centroid = segmentCentroidRas(segmentationNode, segmentId)
+        near = [n for n, (c, _) in zip("ABC", (BLOB_A, BLOB_B, BLOB_C)) if np.linalg.norm(centroid - lps_to_ras(c)) < 1.0]
+        names.append(near[0] if near else "?")
+    return names
+
+
+def controlPointNear(seedsNode, blob) -> int:
+    points = [np.array(seedsNode.GetNthControlPointPositionVector(i)) for i in range(seedsNode.GetNumberOfControlPoints())]
+    return int(np.argmin([np.linalg.norm(p - lps_to_ras(blob[0])) for p in points]))
+
+
+def test_segment_then_move_delete_add_seeds_and_refine(app, blobVolume, blobModels):
+    cache: dict = {}
+    result = scene.runPipeline(blobVolume, models=blobModels, preprocessedCache=cache)
+    assert len(cache) == 1
+    segmentation, seeds, table = scene.updateResultNodes(blobVolume, result)
+    assert sorted(segmentsNear(segmentation)) == ["A", "B"]  # C is too small for the detector
+    assert seeds.GetNumberOfControlPoints() == 2 and table.GetNumberOfRows() == 2
+    nodeCount = app.scene.GetNumberOfNodes()
+
+    def refine():
+        refined = scene.refineFromSeeds(blobVolume, seeds, models=blobModels, preprocessedCache=cache)
+        assert refined is not None
+        assert "detect" not in refined.timings and "preprocess" not in refined.timings  # fine stage only
+        nodes = scene.updateResultNodes(blobVolume, refined, segmentation, seeds, table)
+        assert [n.GetID() for n in nodes] == [segmentation.GetID(), seeds.GetID(), table.GetID()]
+        assert app.scene.GetNumberOfNodes() == nodeCount  # updated in place, nothing piles up
+        assert table.GetNumberOfRows() == len(segmentIds(segmentation))
+        return sorted(segmentsNear(segmentation))
+
+    # move the seed on A onto the missed blob C: that segment follows it
+    seeds.SetNthControlPointPosition(controlPointNear(seeds, BLOB_A), *lps_to_ras(BLOB_C[0]))
+    assert refine() == ["B", "C"]
+    # delete the seed on B: its segment goes
+    seeds.RemoveNthControlPoint(controlPointNear(seeds, BLOB_B))
+    assert refine() == ["C"]
+    # add a seed on A (as a user would, by clicking): it appears, as a user seed of confidence 1
+    seeds.AddControlPoint(vtk.vtkVector3d(*lps_to_ras(BLOB_A[0] + 0.7)), "")
+    assert refine() == ["A", "C"]
+    assert {s.source for s in scene.seedsFromMarkupsNode(seeds)} == {"detector", "user"}
+    # no seeds at all: no segments
+    seeds.RemoveAllControlPoints()
+    assert refine() == []
+
+
+def test_cancelled_pipeline_leaves_the_scene_unchanged(app, blobVolume, blobModels):
+    before = app.scene.GetNumberOfNodes()
+    assert scene.runPipeline(blobVolume, models=blobModels, cancel=lambda: True) is None
+    assert app.scene.GetNumberOfNodes() == before
+    assert scene.resultNodesOf(blobVolume) == (None, None, None)

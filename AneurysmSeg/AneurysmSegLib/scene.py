@@ -336,11 +336,13 @@ def exportStl(segmentationNode, folder: str | Path, coordinateSystem: str = "LPS
 def runPipeline(volumeNode, *, seeds: Sequence[Seed] | None = None, detect: bool = True,
                 detectionThreshold: float = 0.5, device: str = "auto", models: Any = None,
                 progress: Callable[[float, str], None] | None = None,
-                cancel: Callable[[], bool] | None = None) -> SegmentationResult | None:
+                cancel: Callable[[], bool] | None = None,
+                preprocessedCache: dict | None = None) -> SegmentationResult | None:
     """Run the pipeline in this process on a volume node; the scene is not touched.
 
-    ``models`` (from ``models.load_models``) may be passed to reuse loaded weights. Returns None
-    when ``cancel`` asked to stop. Used by scripts, tests and the module's synchronous Logic API.
+    ``models`` (from ``models.load_models``) may be passed to reuse loaded weights. With a
+    ``preprocessedCache`` dict the preprocessed scan of the last volume is kept there, so that
+    refining from seeds runs the fine stage only. Returns None when ``cancel`` asked to stop.
     """
     from . import pipeline
     from .models import load_models
@@ -348,19 +350,31 @@ def runPipeline(volumeNode, *, seeds: Sequence[Seed] | None = None, detect: bool
     image = imageFromVolumeNode(volumeNode)
     if models is None:
         models = load_models(device=device)
+    preprocessed = None
+    if preprocessedCache is not None:
+        key = (volumeNode.GetID(), volumeNode.GetImageData().GetMTime(), image.geometry, id(models))
+        preprocessed = preprocessedCache.get(key)
+        if preprocessed is None:
+            if progress is not None:
+                progress(0.0, "preprocessing")
+            preprocessed = pipeline.prepare(image, models)
+            preprocessedCache.clear()  # one scan at a time: it is as large as the volume
+            preprocessedCache[key] = preprocessed
     return pipeline.segment(image, models, seeds=list(seeds) if seeds is not None else None, detect=detect,
-                            detection_threshold=detectionThreshold, progress=progress, cancel=cancel)
+                            detection_threshold=detectionThreshold, progress=progress, cancel=cancel,
+                            preprocessed=preprocessed)
 
 
 def refineFromSeeds(volumeNode, seedsNode, *, device: str = "auto", models: Any = None,
                     progress: Callable[[float, str], None] | None = None,
-                    cancel: Callable[[], bool] | None = None) -> SegmentationResult | None:
+                    cancel: Callable[[], bool] | None = None,
+                    preprocessedCache: dict | None = None) -> SegmentationResult | None:
     """Fine stage only, one VOI per control point of ``seedsNode``; no seeds gives no aneurysms."""
     seeds = seedsFromMarkupsNode(seedsNode)
     if not seeds:
         return emptyResult(volumeNode)
     return runPipeline(volumeNode, seeds=seeds, detect=False, device=device, models=models,
-                       progress=progress, cancel=cancel)
+                       progress=progress, cancel=cancel, preprocessedCache=preprocessedCache)
 
 
 def emptyResult(volumeNode) -> SegmentationResult:
