@@ -81,9 +81,13 @@ def export_models(folder: Path, coarse: nn.Module, fine: nn.Module, segment_out:
 
 
 @pytest.fixture(scope="session")
-def blob_models(tmp_path_factory: pytest.TempPathFactory) -> models_mod.LoadedModels:
-    folder = export_models(tmp_path_factory.mktemp("blob_models"), BlobDetector(), BrightFine())
-    return models_mod.load_models(folder, device="cpu")
+def blob_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return export_models(tmp_path_factory.mktemp("blob_models"), BlobDetector(), BrightFine())
+
+
+@pytest.fixture(scope="session")
+def blob_models(blob_model_dir: Path) -> models_mod.LoadedModels:
+    return models_mod.load_models(blob_model_dir, device="cpu")
 
 
 @pytest.fixture(scope="session")

@@ -26,7 +26,7 @@ def check_folder_writable(folder: str | Path) -> Path:
     """Raise :class:`OutputError` unless files can be created in ``folder`` (created if missing)."""
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
-        raise OutputError(f"cannot write STL files into {folder}: it is a file, not a folder")
+        raise OutputError(f"cannot write into {folder}: it is a file, not a folder")
     existing = folder
     while not existing.exists():
         existing = existing.parent
