@@ -52,8 +52,10 @@ def save_mip_picture(image: Image, labels: np.ndarray, path: str | Path, title: 
             projected = (labels == value).any(axis=axis)
             colour = COLOURS[i % len(COLOURS)]
             ax.contour(xs, ys, projected.astype(float), levels=[0.5], colors=[colour], linewidths=1.4)
-            r, c = np.argwhere(projected).mean(axis=0)
-            ax.text(xs[int(c)] + 4, ys[int(r)] - 4, str(value), color=colour, fontsize=11, weight="bold")
+            where = np.argwhere(projected)
+            row = int(round(where[:, 0].mean()))
+            ax.text(xs[where[:, 1].max()] + 1.0, ys[row], str(value), color=colour, fontsize=11, weight="bold",
+                    va="center", ha="left")  # just right of the outline
         ax.set_title(name, color="white", fontsize=10)
         ax.set_axis_off()
     text = title or f"{len(values)} aneurysm(s)"
