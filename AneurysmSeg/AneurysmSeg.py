@@ -195,11 +195,12 @@ class AneurysmSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """Results belong to a volume: show the ones an earlier run made for this one (or none)."""
         if not self._parameterNode or self._task:
             return
-        segmentation, seeds, table = self.logic.resultNodes(node)
-        with slicer.util.NodeModify(self._parameterNode):
-            self._parameterNode.segmentation = segmentation
-            self._parameterNode.seeds = seeds
-            self._parameterNode.table = table
+        self.setResultNodes(*self.logic.resultNodes(node))
+
+    def setResultNodes(self, segmentation, seeds, table) -> None:
+        self._parameterNode.segmentation = segmentation
+        self._parameterNode.seeds = seeds
+        self._parameterNode.table = table
         self.showResultNodes()
 
     def showResultNodes(self) -> None:
@@ -308,11 +309,7 @@ class AneurysmSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 except Exception:
                     self.ui.statusLabel.text = _("Failed: {reason}").format(reason=task.errorMessage())
                     raise
-                with slicer.util.NodeModify(self._parameterNode):
-                    self._parameterNode.segmentation = segmentation
-                    self._parameterNode.seeds = seeds
-                    self._parameterNode.table = table
-                self.showResultNodes()
+                self.setResultNodes(segmentation, seeds, table)
                 count = segmentation.GetSegmentation().GetNumberOfSegments()
                 self.ui.progressBar.value = 100
                 self.ui.statusLabel.text = _("Done: {count} aneurysm(s) found.").format(count=count)

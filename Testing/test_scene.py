@@ -402,3 +402,60 @@ def test_cancelled_pipeline_leaves_the_scene_unchanged(app, blobVolume, blobMode
     assert scene.runPipeline(blobVolume, models=blobModels, cancel=lambda: True) is None
     assert app.scene.GetNumberOfNodes() == before
     assert scene.resultNodesOf(blobVolume) == (None, None, None)
+
+
+# --------------------------------------------------------------- the background process (widget)
+
+
+@pytest.mark.parametrize("line, expected", [
+    ("progress: 0.42 fine segmentation", 0.42),
+    ("segmenting:  37%|###7      | 37/100 [00:01<00:02]", 0.37),
+    ("PROGRESS 1.0 done", 1.0),
+    ("wrote /tmp/labels.nrrd", None),
+])
+def test_parseProgressLine(line, expected):
+    got = scene.parseProgressLine(line)
+    assert got == (pytest.approx(expected) if expected is not None else None)
+
+
+def test_readResultFiles_reads_what_the_command_writes(case, tmp_path):
+    """The label image and report of ``aneurysmseg segment`` come back as the same result."""
+    import json
+
+    node, labels, centres, geometry = case
+    result = resultFromLabels(labels, geometry, centres)
+    sitk.WriteImage(to_sitk(labels.astype(np.uint16), geometry), str(tmp_path / "labels.nrrd"), True)
+    (tmp_path / "report.json").write_text(json.dumps(result.to_report()))
+    back = scene.readResultFiles(tmp_path / "labels.nrrd", tmp_path / "report.json", geometry)
+    np.testing.assert_array_equal(back.labels, labels)
+    assert back.aneurysms == result.aneurysms and back.seeds == result.seeds
+    with pytest.raises(OutputError):  # a label image of another scan is refused
+        other = Geometry(spacing=(1.0, 1.0, 1.0), origin=geometry.origin, direction=geometry.direction)
+        scene.readResultFiles(tmp_path / "labels.nrrd", tmp_path / "report.json", other)
+
+
+def test_background_cancel_kills_the_process_and_leaves_the_scene_unchanged(app, case):
+    node, labels, centres, geometry = case
+    before = app.scene.GetNumberOfNodes()
+    task = scene.BackgroundSegmentation(node, detectionThreshold=0.5, device="CPU")
+    task.start()
+    assert task.process is not None and task.workDir is not None and (task.workDir / "input.nrrd").is_file()
+    workDir = task.workDir
+    command = task.command()
+    assert command[1:5] == ["-u", "-m", "AneurysmSegLib.cli", "segment"] and "--device" in command
+    assert command[command.index("--device") + 1] == "cpu"
+    task.cancel()
+    assert task.process.poll() is not None and not task.running
+    assert not workDir.exists()
+    assert app.scene.GetNumberOfNodes() == before and scene.resultNodesOf(node) == (None, None, None)
+
+
+def test_background_refine_without_seeds_gives_no_aneurysms(app, case):
+    node, labels, centres, geometry = case
+    segmentation, seeds, table = scene.updateResultNodes(node, resultFromLabels(labels, geometry, centres))
+    seeds.RemoveAllControlPoints()
+    task = scene.BackgroundSegmentation(node, seeds=scene.seedsFromMarkupsNode(seeds), detect=False)
+    task.start()
+    assert task.process is None and task.poll()  # nothing to run
+    scene.updateResultNodes(node, task.result(), segmentation, seeds, table)
+    assert segmentIds(segmentation) == [] and table.GetNumberOfRows() == 0
