@@ -459,3 +459,25 @@ def test_background_refine_without_seeds_gives_no_aneurysms(app, case):
     assert task.process is None and task.poll()  # nothing to run
     scene.updateResultNodes(node, task.result(), segmentation, seeds, table)
     assert segmentIds(segmentation) == [] and table.GetNumberOfRows() == 0
+
+
+def test_background_segmentation_runs_the_command_and_fills_the_scene(app, blobVolume, blobModels):
+    """What the widget does: the CLI in a child process, polled, its result put in the scene."""
+    import time
+
+    task = scene.BackgroundSegmentation(blobVolume, device="CPU", threads=1, modelDir=blobModels.model_dir)
+    task.start()
+    fractions = []
+    deadline = time.monotonic() + 120
+    while not task.poll():
+        fractions.append(task.progress)
+        assert time.monotonic() < deadline, f"the segmentation process did not finish: {task.output[-5:]}"
+        time.sleep(0.2)
+    try:
+        result = task.result()
+    finally:
+        task.cleanup()
+    assert task.progress == pytest.approx(1.0) and fractions == sorted(fractions)
+    segmentation, seeds, table = scene.updateResultNodes(blobVolume, result)
+    assert sorted(segmentsNear(segmentation)) == ["A", "B"]
+    assert seeds.GetNumberOfControlPoints() == 2 and table.GetNumberOfRows() == 2

@@ -419,13 +419,14 @@ class BackgroundSegmentation:
 
     def __init__(self, volumeNode, *, seeds: Sequence[Seed] | None = None, detect: bool = True,
                  detectionThreshold: float | None = None, device: str = "auto", threads: int | None = None,
-                 pythonExecutable: str | None = None) -> None:
+                 modelDir: str | Path | None = None, pythonExecutable: str | None = None) -> None:
         self.volumeNode = volumeNode
         self.seeds = list(seeds) if seeds is not None else None
         self.detect = detect
         self.detectionThreshold = detectionThreshold
         self.device = {"gpu": "cuda"}.get(str(device).lower(), str(device).lower())
         self.threads = threads
+        self.modelDir = Path(modelDir) if modelDir is not None else None
         self.pythonExecutable = pythonExecutable or defaultPythonExecutable()
         self.progress = 0.0
         self.status = ""
@@ -452,6 +453,8 @@ class BackgroundSegmentation:
             cmd += ["--detection-threshold", f"{self.detectionThreshold:g}"]
         if self.threads:
             cmd += ["--threads", str(int(self.threads))]
+        if self.modelDir is not None:
+            cmd += ["--models", str(self.modelDir)]
         return cmd
 
     def start(self) -> None:
