@@ -7,7 +7,7 @@ import torch
 from torch.nn import functional as F
 
 from AneurysmSegLib.networks import DeepMedic, SEBlock3D, SEUNet3D
-from AneurysmSegLib.networks.blocks import residual_add
+from AneurysmSegLib.networks.blocks import Conv1x1, NormAct, residual_add
 
 torch.set_num_threads(1)
 
@@ -73,6 +73,24 @@ def test_residual_add_pads_channels_and_crops() -> None:
     assert y.shape == x.shape
     torch.testing.assert_close(y[:, :3], 1 + shortcut[:, :, 2:7, 2:7, 2:7])
     torch.testing.assert_close(y[:, 3], torch.ones(1, 5, 5, 5))
+
+
+def test_fast_blocks_match_their_reference_layers() -> None:
+    """Conv1x1 (GEMM) equals nn.Conv3d(k=1); NormAct's GroupNorm(C, C) equals InstanceNorm3d."""
+    torch.manual_seed(0)
+    fast = Conv1x1(5, 3)
+    ref = torch.nn.Conv3d(5, 3, 1)
+    ref.load_state_dict(fast.state_dict())
+    x = torch.randn(2, 5, 4, 6, 7).transpose(2, 4)  # non-contiguous input too
+    torch.testing.assert_close(fast(x), ref(x), atol=1e-5, rtol=1e-5)
+    na = NormAct(4)
+    with torch.no_grad():
+        na.norm.weight.uniform_(0.5, 2.0)
+        na.norm.bias.uniform_(-1.0, 1.0)
+    inorm = torch.nn.InstanceNorm3d(4, affine=True)
+    inorm.load_state_dict(na.norm.state_dict())
+    x = torch.randn(2, 4, 5, 5, 5) * 3 + 1
+    torch.testing.assert_close(na(x), F.leaky_relu(inorm(x), 1e-2), atol=1e-5, rtol=1e-5)
 
 
 def test_deepmedic_residual_option_changes_the_network() -> None:

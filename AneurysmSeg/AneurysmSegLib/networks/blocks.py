@@ -33,6 +33,27 @@ class SEBlock3D(nn.Module):
         return x * self.weights(x)
 
 
+class Conv1x1(nn.Conv3d):
+    """1^3 convolution computed as a matrix product.
+
+    Same parameters (and state-dict layout) as ``nn.Conv3d(c_in, c_out, 1)``, but PyTorch's CPU
+    convolution runs 1^3 kernels 10-30x slower than the equivalent GEMM, which dominated the
+    "fully connected" layers of DeepMedic and the segmentation layers of the U-Net.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, bias: bool = True) -> None:
+        super().__init__(in_channels, out_channels, kernel_size=1, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, d, h, w = x.shape
+        o = self.weight.shape[0]
+        y = torch.matmul(self.weight.reshape(o, c), x.reshape(n, c, d * h * w))
+        b = self.bias
+        if b is not None:
+            y = y + b.reshape(1, o, 1)
+        return y.reshape(n, o, d, h, w)
+
+
 class PreActConv3d(nn.Module):
     """DeepMedic's layer: [batch norm -> PReLU -> dropout] -> valid convolution.
 
@@ -52,19 +73,27 @@ class PreActConv3d(nn.Module):
         self.norm: nn.Module = nn.BatchNorm3d(in_channels) if preactivate else nn.Identity()
         self.act: nn.Module = nn.PReLU(in_channels) if preactivate else nn.Identity()
         self.drop: nn.Module = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.conv = nn.Conv3d(in_channels, out_channels, kernel_size, padding=0, bias=True)
+        self.conv: nn.Module = (
+            Conv1x1(in_channels, out_channels)
+            if kernel_size == 1
+            else nn.Conv3d(in_channels, out_channels, kernel_size, padding=0, bias=True)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(self.drop(self.act(self.norm(x))))
 
 
 class NormAct(nn.Module):
-    """Instance norm (affine) + leaky ReLU, as in Isensee et al. 2017."""
+    """Instance norm (affine) + leaky ReLU, as in Isensee et al. 2017.
+
+    Instance norm is computed as ``GroupNorm(C, C)`` (one group per channel: identical maths and
+    parameters) because PyTorch's CPU group norm is about 3x faster than its instance norm.
+    """
 
     def __init__(self, channels: int, negative_slope: float = 1e-2) -> None:
         super().__init__()
-        self.norm = nn.InstanceNorm3d(channels, affine=True)
-        self.act = nn.LeakyReLU(negative_slope, inplace=False)
+        self.norm = nn.GroupNorm(channels, channels, eps=1e-5, affine=True)
+        self.act = nn.LeakyReLU(negative_slope, inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.norm(x))

@@ -21,6 +21,7 @@ output on each axis (for the subsampled pathway 24-26 voxels, depending on the p
 
 from __future__ import annotations
 
+import numbers
 from typing import Sequence
 
 import torch
@@ -127,7 +128,8 @@ class DeepMedic(nn.Module):
     @staticmethod
     def output_size(input_size: int | Sequence[int]) -> int | tuple[int, ...]:
         """Output size for an input size (per axis: input - 48, which must be a positive multiple of 3)."""
-        if isinstance(input_size, int):
+        if isinstance(input_size, numbers.Integral):
+            input_size = int(input_size)
             out = input_size - DeepMedic.context
             if out <= 0 or out % 3:
                 raise ValueError(f"DeepMedic input size {input_size} must be 48 + a positive multiple of 3")
@@ -137,7 +139,8 @@ class DeepMedic(nn.Module):
     @staticmethod
     def input_size(output_size: int | Sequence[int]) -> int | tuple[int, ...]:
         """Input size needed for an output size (per axis: output + 48)."""
-        if isinstance(output_size, int):
+        if isinstance(output_size, numbers.Integral):
+            output_size = int(output_size)
             if output_size <= 0 or output_size % 3:
                 raise ValueError(f"DeepMedic output size {output_size} must be a positive multiple of 3")
             return output_size + DeepMedic.context

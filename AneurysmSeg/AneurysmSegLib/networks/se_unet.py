@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .blocks import NormAct, SEBlock3D
+from .blocks import Conv1x1, NormAct, SEBlock3D
 
 SE_POSITIONS = ("penultimate_context", "first_upsampling")
 
@@ -83,7 +83,7 @@ class LocalisationModule(nn.Module):
         super().__init__()
         self.conv1 = _conv3(cin, cin)
         self.na1 = NormAct(cin)
-        self.conv2 = nn.Conv3d(cin, cout, 1)
+        self.conv2 = Conv1x1(cin, cout)
         self.na2 = NormAct(cout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -102,7 +102,7 @@ class DecoderLevel(nn.Module):
         )
         self.out_channels = 2 * cout if top else cout
         self.has_head = seg_channels > 0
-        self.head: nn.Module = nn.Conv3d(self.out_channels, seg_channels, 1) if seg_channels > 0 else nn.Identity()
+        self.head: nn.Module = Conv1x1(self.out_channels, seg_channels) if seg_channels > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         return self.loc(torch.cat([self.up(x), skip], dim=1))
