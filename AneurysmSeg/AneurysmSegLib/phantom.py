@@ -65,8 +65,8 @@ def sample_params(rng: np.random.Generator, scanner: str = "train", shape_xyz: S
     if shape_xyz is None and spacing is None:
         shape_xyz = DEFAULT_SHAPE_XYZ
     if spacing is None:
-        # field of view 165-215 mm in-plane (the whole head), slab of at least 5 cm
-        sxy = _u(rng, 165, 215) / float(shape_xyz[0])
+        # field of view 180-230 mm in-plane (about the whole head), slab of at least 5 cm
+        sxy = _u(rng, 180, 230) / float(shape_xyz[0])
         sz = max(_u(rng, *((0.45, 1.2) if sh else (0.55, 1.0))), 50.0 / float(shape_xyz[2]))
         spacing = (sxy, sxy, sz)
     spacing = tuple(float(s) for s in spacing)
@@ -79,17 +79,17 @@ def sample_params(rng: np.random.Generator, scanner: str = "train", shape_xyz: S
         "scanner": scanner,
         "shape_xyz": list(shape_xyz),
         "spacing": list(spacing),
-        "contrast": _u(rng, *((1.9, 5.0) if sh else (2.6, 4.2))),  # vessel / grey matter
-        "fat_ratio": _u(rng, *((1.8, 4.0) if sh else (2.2, 3.4))),  # fat / grey matter
+        "contrast": _u(rng, *((2.4, 6.0) if sh else (3.2, 5.0))),  # proximal vessel / grey matter
+        "fat_ratio": _u(rng, *((1.6, 3.6) if sh else (1.8, 2.8))),  # fat / grey matter
         "wm_ratio": _u(rng, 1.05, 1.25),
         "csf_ratio": _u(rng, 0.25, 0.5),
         "noise": _u(rng, *((0.02, 0.14) if sh else (0.03, 0.08))),  # Rician sigma / grey matter
         "gamma": _u(rng, *((0.65, 1.45) if sh else (0.85, 1.15))),
-        "inflow_fade": _u(rng, *((0.05, 0.55) if sh else (0.15, 0.4))),
-        "inflow_length_mm": _u(rng, 120, 320),
+        "inflow_fade": _u(rng, *((0.05, 0.5) if sh else (0.1, 0.35))),
+        "inflow_length_mm": _u(rng, *((150, 700) if sh else (250, 600))),  # saturation e-folding path
         "bias": _u(rng, *((0.1, 0.35) if sh else (0.05, 0.2))),
-        "psf_xy": _u(rng, 0.35, 0.65),
-        "psf_z": _u(rng, 0.4, 0.85),
+        "psf_xy": _u(rng, 0.45, 0.8),  # Gaussian PSF sigma in voxels
+        "psf_z": _u(rng, 0.5, 0.9),
         "texture": _u(rng, 0.03, 0.08),
         "head_scale": _u(rng, *((0.85, 1.15) if sh else (0.92, 1.08))),
         "vessel_scale": _u(rng, 0.95, 1.05),
@@ -309,14 +309,15 @@ class _Renderer:
         hs = p["head_scale"]
         cell = lambda mm: (mm / sp[2], mm / sp[1], mm / sp[0])  # noqa: E731
         lump = smooth_field(rng, self.shape, cell(25.0))
-        d_ic = _ellipsoid_distance(ax, ay, az, self.head.centre, self.head.semi_axes) + 2.0 * lump
-        fat_th = np.maximum((_u(rng, 2.0, 3.5) + smooth_field(rng, self.shape, cell(40.0))) * hs, 1.0)
+        bumps = smooth_field(rng, self.shape, cell(8.0))  # irregular outlines: no perfect ellipsoid shells
+        d_ic = _ellipsoid_distance(ax, ay, az, self.head.centre, self.head.semi_axes) + 2.0 * lump + 0.4 * bumps
+        fat_th = np.maximum((_u(rng, 2.2, 3.8) + smooth_field(rng, self.shape, cell(40.0)) + 0.6 * bumps) * hs, 1.6)
         skull, csf_th, skin_th = _u(rng, 5.0, 8.0), _u(rng, 1.0, 3.0), _u(rng, 1.2, 2.0)
         out = np.zeros(self.shape, dtype=np.float32)  # air
         d_skin = d_ic - skull - fat_th - skin_th
         _paint(out, d_skin, _u(rng, 0.9, 1.4), h)  # skin / galea
         fine = smooth_field(rng, self.shape, cell(2.5))
-        _paint(out, d_ic - skull - fat_th, p["fat_ratio"] * (1 + 0.06 * lump + 0.05 * fine), h)  # fat with septa
+        _paint(out, d_ic - skull - fat_th, p["fat_ratio"] * (1 + 0.03 * lump + 0.03 * fine), h)  # fat with septa
         _paint(out, d_ic - skull, 0.12, h)  # outer table
         _paint(out, d_ic - (skull - 1.8), _u(rng, 0.4, 1.0), h)  # diploe: marrow, moderately bright
         _paint(out, d_ic - 1.8, 0.12, h)  # inner table
@@ -344,9 +345,9 @@ class _Renderer:
         base *= (d_ic < skull)
         out += base * (0.18 + 0.1 * lump - out)
         for s in (1, -1):
-            self.paint_ellipsoid(out, xyz, np.array([s * 30.0, -56.0, -22.0]) * hs, np.array([12.0, 17.0, 11.0]) * hs,
+            self.paint_ellipsoid(out, xyz, np.array([s * 29.0, -52.0, -22.0]) * hs, np.array([12.0, 15.0, 10.0]) * hs,
                                  p["fat_ratio"] * 0.85)
-            self.paint_ellipsoid(out, xyz, np.array([s * 31.0, -68.0, -20.0]) * hs, np.array([11.0, 11.0, 11.0]) * hs, 0.35)
+            self.paint_ellipsoid(out, xyz, np.array([s * 31.0, -61.0, -20.0]) * hs, np.array([9.5, 9.5, 9.5]) * hs, 0.35)
         self.paint_ellipsoid(out, xyz, np.array([0.0, -25.0, -30.0]) * hs, np.array([12.0, 10.0, 10.0]) * hs, 0.02)
         return out, d_skin
 

@@ -231,8 +231,8 @@ class TreeBuilder:
                                           self.surface_target(np.array([s * 0.15, -0.5, 0.9]), 8)],
                       0.6, 0.4, parent=f"A2_{tag}", tort=1.0)
         self.site(f"Pericallosal_{tag}", a2.points[ci], self.tangent(f"A2_{tag}", ci), a2.radii[ci], 0.04)
-        self._cortical_tree(cm, "ACA", s, depth=1)
-        self._cortical_tree(a2, "ACA", s, depth=1, n_children=3)
+        self._cortical_tree(cm, "ACA", s, depth=2)
+        self._cortical_tree(a2, "ACA", s, depth=2, n_children=3)
         # ophthalmic artery from the anterior genu, forward into the orbit
         oi = int(np.argmin(np.linalg.norm(ica.points - np.array([s * 15, -27, -9]) * self.g, axis=1)))
         self.add(f"Ophth_{tag}", [ica.points[oi], ica.points[oi] + np.array([s * 3, -8, -1]),
@@ -252,8 +252,8 @@ class TreeBuilder:
         m1 = self.branches[f"M1_{tag}"]
         self.site(f"MCA_bif_{tag}", bif, self.tangent(f"M1_{tag}", len(m1.points) - 1), m1.radii[-1], 0.13)
         self.site(f"ICA_term_{tag}", term, self.tangent(f"ICA_{tag}", len(ica.points) - 1), ica.radii[-1], 0.03)
-        self._cortical_tree(sup, "MCA", s, depth=2, n_children=3)
-        self._cortical_tree(inf, "MCA", s, depth=2, n_children=3)
+        self._cortical_tree(sup, "MCA", s, depth=3, n_children=4)
+        self._cortical_tree(inf, "MCA", s, depth=3, n_children=4)
         # lenticulostriate perforators rising from M1
         for k in range(int(rng.integers(2, 5))):
             i = int(rng.integers(2, max(3, len(m1.points) - 2)))
@@ -276,7 +276,7 @@ class TreeBuilder:
         p2 = self.add(f"P2_{tag}", [J[f"P1P2_{tag}"], self.jit((s * 16, 12, 1), 1.5), self.jit((s * 22, 23, 4), 2),
                                     self.jit((s * 24, 36, 7), 2), self.jit((s * 20, 52, 9), 2.5)],
                       p2_r, p2_r * 0.75, parent=f"P1_{tag}", cistern=1.0)
-        self._cortical_tree(p2, "PCA", s, depth=2, n_children=3)
+        self._cortical_tree(p2, "PCA", s, depth=3, n_children=3)
         ica = self.branches[f"ICA_{tag}"]
         pc_origin = np.array([s * 14, -13, -1.0]) * self.g
         ii = int(np.argmin(np.linalg.norm(ica.points - pc_origin, axis=1)))

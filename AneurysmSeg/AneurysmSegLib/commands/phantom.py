@@ -16,7 +16,27 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scanner", choices=("train", "shifted"), default="train",
                    help="scanner parameter distribution: 'shifted' differs from training (generalisation tests)")
     p.add_argument("--aneurysms", type=int, default=None, help="force this many aneurysms per case")
-    p.add_argument("--preview", type=Path, default=None, help="also write MIP and slice pictures of the first case here (PNG prefix)")
+    p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="override drawn parameters, e.g. noise=0.05 intensity_range=int1000 (values parsed as JSON)")
+    p.add_argument("--preview", type=Path, default=None, help="also write MIP, slice and aneurysm close-up pictures of the first case: PREFIX_mip.png, ...")
+
+
+def _parse_overrides(items: list[str]) -> dict:
+    """``KEY=VALUE`` strings -> dict; VALUE is JSON when it parses (numbers, true/false), else a string."""
+    import json
+
+    from ..errors import InputError
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InputError(f"--set expects KEY=VALUE, got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
@@ -36,13 +56,18 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise OutputError(f"cannot create {args.out}: {exc}") from exc
     overrides = {} if args.aneurysms is None else {"n_aneurysms": args.aneurysms, "treated": False}
+    overrides.update(_parse_overrides(args.set))
     for i in tqdm(range(args.start, args.start + args.cases), desc="phantoms", unit="case"):
-        case = generate_case(case_seed(args.seed, i), args.shape, args.spacing, args.scanner, **overrides)
+        try:
+            case = generate_case(case_seed(args.seed, i), args.shape, args.spacing, args.scanner, **overrides)
+        except ValueError as exc:  # unknown parameter names or values
+            raise InputError(str(exc)) from exc
         write_case(case, args.out / f"P{i:04d}")
         if args.preview is not None and i == args.start:
-            from ..phantom_preview import save_mip, save_slices
+            from ..phantom_preview import save_closeups, save_mip, save_slices
 
             save_mip(case, f"{args.preview}_mip.png")
             save_slices(case, f"{args.preview}_slices.png")
+            save_closeups(case, f"{args.preview}_closeup.png")
     print(f"wrote {args.cases} case(s) to {args.out}")
     return 0
