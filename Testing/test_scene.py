@@ -481,3 +481,69 @@ def test_background_segmentation_runs_the_command_and_fills_the_scene(app, blobV
     segmentation, seeds, table = scene.updateResultNodes(blobVolume, result)
     assert sorted(segmentsNear(segmentation)) == ["A", "B"]
     assert seeds.GetNumberOfControlPoints() == 2 and table.GetNumberOfRows() == 2
+
+
+# ------------------------------------------------------------------------------ the bundled sample
+
+
+def sampleTruth(volumeNode) -> list[tuple[np.ndarray, float]]:
+    """(RAS centre, radius mm) of each aneurysm in the sample's location.txt (ADAM: voxel x, y, z, r)."""
+    ijkToRas = vtk.vtkMatrix4x4()
+    volumeNode.GetIJKToRASMatrix(ijkToRas)
+    truth = []
+    for line in (SAMPLE_DIR / "location.txt").read_text().splitlines():
+        if line.strip():
+            x, y, z, r = (float(v) for v in line.split(","))
+            truth.append((np.array(ijkToRas.MultiplyPoint([x, y, z, 1.0])[:3]), r))
+    return truth
+
+
+@pytest.fixture
+def sample(app):
+    return app.loadVolume(SAMPLE_DIR / "orig" / "TOF.nii.gz", "TOF")
+
+
+def test_sample_loads_with_the_geometry_simpleitk_reads(sample):
+    image = scene.imageFromVolumeNode(sample)
+    ref = sitk.ReadImage(str(SAMPLE_DIR / "orig" / "TOF.nii.gz"))
+    np.testing.assert_allclose(image.geometry.spacing, ref.GetSpacing(), atol=1e-6)
+    np.testing.assert_allclose(image.geometry.origin, ref.GetOrigin(), atol=1e-4)
+    np.testing.assert_allclose(image.geometry.direction, ref.GetDirection(), atol=1e-6)
+    np.testing.assert_array_equal(image.array, sitk.GetArrayFromImage(ref).astype(np.float32))
+
+
+def test_sample_ground_truth_becomes_segments_at_the_right_place_in_ras(app, sample):
+    """The sample's reference labels, put in the scene, sit where location.txt says, in RAS."""
+    from scipy import ndimage
+
+    from AneurysmSegLib.io import read_image
+
+    geometry = scene.geometryFromVolumeNode(sample)
+    labels, count = ndimage.label(read_image(SAMPLE_DIR / "aneurysms.nii.gz").array == 1)
+    truth = sampleTruth(sample)
+    assert count == len(truth) >= 1
+    seeds = [lps_to_ras(c) for c, _ in truth]  # RAS -> LPS: the flip is its own inverse
+    result = resultFromLabels(labels.astype(np.uint8), geometry, seeds)
+    segmentation, _, table = scene.updateResultNodes(sample, result)
+    for segmentId in segmentIds(segmentation):
+        centroid = segmentCentroidRas(segmentation, segmentId)
+        assert min(np.linalg.norm(centroid - c) for c, r in truth) < 1.5
+    assert table.GetNumberOfRows() == len(truth)
+
+
+BUNDLED_MANIFEST = Path(__file__).resolve().parents[1] / "AneurysmSeg" / "Resources" / "Models" / "manifest.json"
+
+
+@pytest.mark.skipif(not BUNDLED_MANIFEST.is_file(), reason="the bundled weights are not in Resources/Models yet")
+def test_sample_segmented_with_the_bundled_weights(app, sample, tmp_path):
+    """The module's path end to end on the sample: every reference aneurysm has a segment within its
+    radius (ADAM's detection rule), then STL export and a .mrb round trip keep them."""
+    from AneurysmSegLib.models import load_models
+
+    result = scene.runPipeline(sample, models=load_models(device="cpu"))
+    segmentation, seeds, table = scene.updateResultNodes(sample, result)
+    centroids = [segmentCentroidRas(segmentation, s) for s in segmentIds(segmentation)]
+    for centre, radius in sampleTruth(sample):
+        assert min((np.linalg.norm(c - centre) for c in centroids), default=np.inf) <= radius
+    files = scene.exportStl(segmentation, tmp_path / "stl")
+    assert len(files) == len(centroids) and all(readStl(f).GetNumberOfPoints() > 0 for f in files)
