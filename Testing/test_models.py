@@ -20,7 +20,9 @@ def _export(model_dir: Path) -> tuple[DeepMedic, SEUNet3D]:
     torch.manual_seed(0)
     coarse = DeepMedic(widths=(2,) * 8, fc_widths=(4,))
     fine = SEUNet3D(in_channels=2, base_filters=2, depth=3)
+    coarse.train()
     sha_c = models.export_torchscript(coarse, torch.randn(1, 1, 57, 57, 57), model_dir / "coarse.pt")
+    assert coarse.training  # the caller's mode is restored
     sha_f = models.export_torchscript(fine, torch.randn(1, 2, 16, 16, 16), model_dir / "fine.pt", method="trace")
     assert sha_c == models.sha256_file(model_dir / "coarse.pt")
     models.write_manifest(

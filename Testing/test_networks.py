@@ -111,6 +111,14 @@ def test_se_unet_64_to_64(in_channels: int) -> None:
     assert torch.isfinite(out).all()
 
 
+def test_se_unet_rejects_sizes_not_divisible_by_16() -> None:
+    model = SEUNet3D(in_channels=1, base_filters=2).eval()
+    with pytest.raises(ValueError, match="divisible"):
+        model(torch.randn(1, 1, 64, 64, 56))
+    with pytest.raises(Exception, match="divisible"):
+        torch.jit.script(model)(torch.randn(1, 1, 24, 32, 32))
+
+
 def test_se_unet_se_positions_and_widths() -> None:
     model = SEUNet3D(base_filters=4)
     se = [m for m in model.modules() if isinstance(m, SEBlock3D)]

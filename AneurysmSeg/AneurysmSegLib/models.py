@@ -72,12 +72,20 @@ def export_torchscript(model: nn.Module, example_input: torch.Tensor, path: str 
     """Save ``model`` (in eval mode) as TorchScript at ``path`` and return the file's sha256.
 
     ``method`` is "script" (default; keeps shape-dependent code exact for any input size) or
-    "trace". The saved file is loaded back and must reproduce the eager output on
-    ``example_input`` within 1e-5, otherwise ModelError and no file is left behind.
+    "trace". The model is exported in eval mode (its mode is restored afterwards). The saved file
+    is loaded back and must reproduce the eager output on ``example_input`` within 1e-5 (relative
+    to the output's magnitude when that exceeds 1); otherwise ModelError and no file is left.
     """
     path = Path(path)
-    model = model.eval()
-    example_input = example_input.detach()
+    was_training = model.training
+    model.eval()
+    try:
+        return _export(model, example_input.detach(), path, method)
+    finally:
+        model.train(was_training)
+
+
+def _export(model: nn.Module, example_input: torch.Tensor, path: Path, method: str) -> str:
     with torch.no_grad():
         expected = model(example_input)
         if method == "script":
@@ -95,7 +103,8 @@ def export_torchscript(model: nn.Module, example_input: torch.Tensor, path: str 
         with torch.no_grad():
             got = reloaded(example_input.cpu())
         err = float((got - expected.cpu()).abs().max())
-        if not err <= 1e-5:
+        scale = max(1.0, float(expected.abs().max()))
+        if not err <= 1e-5 * scale:
             raise ModelError(f"TorchScript export of {path.name} does not reproduce the model (max error {err:.3g})")
         os.replace(tmp, path)
     finally:

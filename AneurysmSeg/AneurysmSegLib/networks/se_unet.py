@@ -170,6 +170,9 @@ class SEUNet3D(nn.Module):
         return dict(self._hparams)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        d = self.divisor
+        if x.shape[2] % d != 0 or x.shape[3] % d != 0 or x.shape[4] % d != 0:
+            raise ValueError("SEUNet3D: spatial sizes must be divisible by 2**(depth-1)")
         skips: list[torch.Tensor] = []
         for level in self.encoder:
             x = level(x)
