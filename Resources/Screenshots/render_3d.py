@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
             a.seed.position_lps = a.centroid_lps
         result = SegmentationResult(labels=labels, geometry=geometry, aneurysms=aneurysms,
                                     seeds=[a.seed for a in aneurysms])
-        caption = "reference aneurysm (ground truth) on the sample's arteries"
+        caption = f"{len(aneurysms)} reference aneurysm(s) (ground truth), one segment each, on the sample's arteries"
     else:
         from AneurysmSegLib.models import load_models
 
