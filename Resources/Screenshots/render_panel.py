@@ -3,13 +3,15 @@
 A one-off picture for the extension page, made with PySide6 offscreen (not a project dependency):
 
     python3 -m venv /tmp/qtvenv && /tmp/qtvenv/bin/pip install PySide6-Essentials
-    QT_QPA_PLATFORM=offscreen /tmp/qtvenv/bin/python Resources/Screenshots/render_panel.py [values.json]
+    QT_QPA_PLATFORM=offscreen /tmp/qtvenv/bin/python Resources/Screenshots/render_panel.py \
+        Resources/Screenshots/panel_values.json
 
 Slicer's widgets (ctk*, qMRML*, qSlicer*) do not exist outside Slicer, so each is replaced by a small
 stand-in built from plain Qt widgets that looks like it; the layout, texts and tooltips are the .ui's
-own. ``values.json`` (optional) gives the rows shown in the results table, e.g. the measurements of
-a real run on the bundled sample: {"volume": "...", "rows": [[id, name, volume, diameter, r, a, s, conf]],
-"seeds": [[label, r, a, s]], "status": "..."}.
+own. ``values.json`` (optional) gives the rows shown in the tables: {"volume": "...", "rows": [[id, name,
+volume, diameter, r, a, s, confidence]], "seeds": [[label, r, a, s]], "status": "..."}. panel_values.json
+holds the bundled sample's reference measurements (volume, diameter, RAS centroid of each labelled
+aneurysm, computed through AneurysmSegLib.scene); no detector confidence, hence the dashes.
 """
 
 from __future__ import annotations
@@ -178,6 +180,7 @@ class qSlicerSimpleMarkupsWidget(qSlicerWidget):
         row.addStretch(1)
         layout.addLayout(row)
         self.table = _table(["Label", "R", "A", "S"], [])
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.Stretch)
         self.table.setMinimumHeight(80)
         layout.addWidget(self.table)
 
