@@ -75,6 +75,17 @@ def test_residual_add_pads_channels_and_crops() -> None:
     torch.testing.assert_close(y[:, 3], torch.ones(1, 5, 5, 5))
 
 
+@pytest.mark.parametrize("make", [lambda s: DeepMedic(**TINY_DM, seed=s), lambda s: SEUNet3D(base_filters=2, seed=s)])
+def test_seeded_init_is_deterministic(make) -> None:
+    torch.manual_seed(123)
+    a = make(7).state_dict()
+    torch.manual_seed(456)  # the global RNG must not matter
+    b = make(7).state_dict()
+    c = make(8).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], c[k]) for k in a)
+
+
 def test_fast_blocks_match_their_reference_layers() -> None:
     """Conv1x1 (GEMM) equals nn.Conv3d(k=1); NormAct's GroupNorm(C, C) equals InstanceNorm3d."""
     torch.manual_seed(0)

@@ -99,6 +99,30 @@ class NormAct(nn.Module):
         return self.act(self.norm(x))
 
 
+def init_weights(module: nn.Module, seed: int | None, prelu_init: float = 0.25, leaky_slope: float = 1e-2) -> None:
+    """(Re-)initialise every parameter: He-normal convolutions, zero biases, unit norms.
+
+    With a ``seed`` the result depends on nothing else (the global RNG is left untouched);
+    without one the global torch RNG is used, so ``torch.manual_seed`` makes it reproducible.
+    """
+    with torch.random.fork_rng(devices=[], enabled=seed is not None):
+        if seed is not None:
+            torch.manual_seed(seed)
+        for m in module.modules():
+            if isinstance(m, nn.Conv3d):
+                nn.init.kaiming_normal_(m.weight, a=leaky_slope, nonlinearity="leaky_relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                m.reset_parameters()
+            elif isinstance(m, (nn.BatchNorm3d, nn.GroupNorm, nn.InstanceNorm3d)):
+                if m.weight is not None:
+                    nn.init.ones_(m.weight)
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.PReLU):
+                nn.init.constant_(m.weight, prelu_init)
+
+
 def center_crop3d(x: torch.Tensor, crop: int) -> torch.Tensor:
     """Remove ``crop`` voxels from both ends of each spatial axis (crop may be 0)."""
     if crop == 0:

@@ -27,7 +27,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .blocks import PreActConv3d, center_crop3d, residual_add
+from .blocks import PreActConv3d, center_crop3d, init_weights, residual_add
 
 PAPER_WIDTHS: tuple[int, ...] = (30, 30, 40, 40, 40, 40, 50, 50)
 PAPER_FC_WIDTHS: tuple[int, ...] = (150, 150)
@@ -67,7 +67,10 @@ class _Pathway(nn.Module):
 
 
 class DeepMedic(nn.Module):
-    """Two-pathway DeepMedic; see the module docstring for the input/output contract."""
+    """Two-pathway DeepMedic; see the module docstring for the input/output contract.
+
+    ``seed`` makes the initial weights independent of the global RNG (None: use it).
+    """
 
     context: int = 48
     subsample_factor: int = 3
@@ -82,6 +85,7 @@ class DeepMedic(nn.Module):
         residual: bool = True,
         dropout: float = 0.5,
         subsample_factor: int = 3,
+        seed: int | None = None,
     ) -> None:
         super().__init__()
         sub_widths = tuple(widths) if sub_widths is None else tuple(sub_widths)
@@ -112,14 +116,7 @@ class DeepMedic(nn.Module):
             c = int(w)
         self.fc = nn.Sequential(*fcs)
         self.classifier = PreActConv3d(c, num_classes, 1, preactivate=True, dropout=dropout)
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv3d):
-                nn.init.kaiming_normal_(m.weight, a=0.25, nonlinearity="leaky_relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+        init_weights(self, seed, leaky_slope=0.25)
 
     def hyperparameters(self) -> dict:
         """Constructor arguments, for the model manifest and for rebuilding from a checkpoint."""

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .blocks import Conv1x1, NormAct, SEBlock3D
+from .blocks import Conv1x1, NormAct, SEBlock3D, init_weights
 
 SE_POSITIONS = ("penultimate_context", "first_upsampling")
 
@@ -110,7 +110,10 @@ class DecoderLevel(nn.Module):
 
 class SEUNet3D(nn.Module):
     """Isensee-style 3D U-Net with SE blocks; ``in_channels=2`` is the paper's dual-channel input
-    (z-scored vessel image + vessel contour), ``in_channels=1`` the single-channel baseline."""
+    (z-scored vessel image + vessel contour), ``in_channels=1`` the single-channel baseline.
+
+    ``seed`` makes the initial weights independent of the global RNG (None: use it).
+    """
 
     def __init__(
         self,
@@ -122,6 +125,7 @@ class SEUNet3D(nn.Module):
         se_reduction: int = 4,
         se_positions: Sequence[str] = SE_POSITIONS,
         deep_supervision: bool = True,
+        seed: int | None = None,
     ) -> None:
         super().__init__()
         if depth < 2:
@@ -156,14 +160,7 @@ class SEUNet3D(nn.Module):
             seg = out_channels if (lvl == 0 or (deep_supervision and lvl <= 2)) else 0
             dec.append(DecoderLevel(widths[lvl + 1], widths[lvl], lvl == 0, seg, se_reduction, se))
         self.decoder = nn.ModuleList(dec)
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv3d):
-                nn.init.kaiming_normal_(m.weight, a=1e-2, nonlinearity="leaky_relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+        init_weights(self, seed, leaky_slope=1e-2)
 
     def hyperparameters(self) -> dict:
         """Constructor arguments, for the model manifest and for rebuilding from a checkpoint."""
