@@ -359,24 +359,10 @@ class _Renderer:
         tissue, d_head = self.tissue(tubes)
         vessel_mask = tubes.label
         labels = np.zeros(self.shape, dtype=np.uint8)
-        sac = (sd_an <= 0) & ~vessel_mask
-        vessel_level = np.float32(p["contrast"])
-        bright = vessel_level * tubes.value
-        het = smooth_field(rng, self.shape, (3.0 / self.spacing[2], 3.0 / self.spacing[1], 3.0 / self.spacing[0]))
+        bright = np.float32(p["contrast"]) * tubes.value
+        het = smooth_field(rng, self.shape, tuple(2.5 / self.spacing[::-1]))
         for i, (spec, site) in enumerate(zip(specs, sites), start=1):
-            m = ids == i
-            labels[m & sac] = 2 if spec.treated else 1
-            q = self.to_grid(site.point)[0]
-            idx = tuple(np.clip(np.round(q / self.spacing).astype(int), 0, np.array(self.shape[::-1]) - 1))[::-1]
-            parent_val = float(tubes.value[idx]) if tubes.sd[idx] <= 0 else float(np.median(tubes.value[vessel_mask]))
-            inner = np.clip(-sd_an[m] / (0.5 * spec.diameter_mm / 2.0), 0, 1) ** 1.5
-            if spec.treated:  # coil / clip: signal void with a dark blooming halo around it
-                val = np.full(inner.shape, 0.08, dtype=np.float32)
-                halo = (ids == i) & (sd_an < 1.5)
-                tissue[halo] *= 0.45
-            else:
-                val = vessel_level * parent_val * (1 - spec.signal_loss * inner * (0.75 + 0.25 * het[m]))
-            bright[m] = np.where(sd_an[m] < tubes.sd[m], val, bright[m])
+            self.paint_aneurysm(i, spec, site, ids, sd_an, tubes, labels, bright, tissue, het)
         sd_all = np.minimum(tubes.sd, sd_an)
         h = float(np.exp(np.mean(np.log(self.spacing))))
         occ = np.clip(0.5 - sd_all / h, 0.0, 1.0)
@@ -389,6 +375,44 @@ class _Renderer:
         return PhantomCase(image=Image(img, self.geometry, f"phantom seed {self.seed}"), vessels=vessel_mask.astype(np.uint8),
                            aneurysms=labels, locations=locations, geometry=self.geometry, params=p,
                            treated_locations=treated)
+
+    def paint_aneurysm(self, i: int, spec: AneurysmSpec, site: Site, ids: np.ndarray, sd_an: np.ndarray,
+                       tubes: TubeRaster, labels: np.ndarray, bright: np.ndarray, tissue: np.ndarray,
+                       het: np.ndarray) -> None:
+        """Label aneurysm ``i`` (sac only) and give it its intensity, working on its own voxels only.
+
+        Vessel voxels deep inside the sac beyond the parent wall become sac (no artery runs through an
+        aneurysm lumen); the parent lumen below the neck stays vessel. Large sacs lose signal towards the
+        dome (slow, swirling flow) with a heterogeneous pattern; treated ones are a signal void with a dark
+        blooming halo (coil or clip artefact)."""
+        zz, yy, xx = np.nonzero(ids == i)
+        if len(zz) == 0:
+            return
+        sda = sd_an[zz, yy, xx]
+        sp = self.spacing
+        q_site = self.to_grid(site.point)[0]
+        d = self.A.T @ site.direction
+        proj = (xx * sp[0] - q_site[0]) * d[0] + (yy * sp[1] - q_site[1]) * d[1] + (zz * sp[2] - q_site[2]) * d[2]
+        wall = float(spec.extra.get("wall_mm", site.parent_radius))
+        ves = tubes.label[zz, yy, xx]
+        absorbed = ves & (proj > wall) & (sda < -0.75)
+        in_sac = (sda <= 0) & (~ves | absorbed)
+        labels[zz[in_sac], yy[in_sac], xx[in_sac]] = 2 if spec.treated else 1
+        tubes.label[zz[absorbed], yy[absorbed], xx[absorbed]] = False
+        nearer = sda < tubes.sd[zz, yy, xx]
+        if spec.treated:
+            tissue[zz[sda < 1.5], yy[sda < 1.5], xx[sda < 1.5]] *= np.float32(0.45)
+            val = np.full(len(zz), 0.08, dtype=np.float32)
+        else:
+            radius = spec.diameter_mm / 2.0
+            q = np.clip(np.round(q_site / sp).astype(int), 0, np.array(self.shape[::-1]) - 1)
+            parent = float(tubes.value[q[2], q[1], q[0]]) if tubes.sd[q[2], q[1], q[0]] <= 0 else float(np.median(tubes.value[tubes.label]))
+            inner = np.clip(-sda / (0.5 * radius), 0, 1) ** 1.5
+            dome = np.clip((proj - wall) / (2.0 * radius), 0, 1)
+            pattern = np.clip(0.7 + 0.35 * het[zz, yy, xx], 0.2, 1.3)
+            loss = np.clip(spec.signal_loss * inner * (0.6 + 0.8 * dome) * pattern, 0.0, 0.92)
+            val = np.float32(self.p["contrast"]) * parent * (1 - loss)
+        bright[zz[nearer], yy[nearer], xx[nearer]] = val[nearer]
 
     def scanner_effects(self, img: np.ndarray, d_head: np.ndarray) -> np.ndarray:
         """Slab profile, bias field, point-spread blur, Rician noise, gamma and intensity range."""

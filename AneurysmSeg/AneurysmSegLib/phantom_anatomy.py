@@ -426,7 +426,8 @@ def make_aneurysm(rng: np.random.Generator, site: Site, diameter_mm: float, trea
             lobes.append(Lobe(centre + off * (R * 0.95), np.eye(3), np.full(3, rb)))
         kind = "bleb"
     loss = float(np.clip((R - 2.0) / 4.5, 0.0, 0.75) * rng.uniform(0.6, 1.1))
-    return AneurysmSpec(site.name, float(diameter_mm), lobes, treated, loss, {"kind": kind, "neck_k": float(k)})
+    return AneurysmSpec(site.name, float(diameter_mm), lobes, treated, loss,
+                        {"kind": kind, "neck_k": float(k), "wall_mm": float(wall)})
 
 
 def sample_diameter(rng: np.random.Generator, treated: bool = False) -> float:
