@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Callable, Optional
 
-import ctk
+import ctk  # noqa: F401 (the .ui's ctk widgets need it loaded)
 import qt
 import vtk
 
@@ -283,6 +283,8 @@ class AneurysmSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             else:
                 task = self.logic.startSegmentation(p.inputVolume, detectionThreshold=p.detectionThreshold,
                                                     device=p.device)
+            if task.process is not None:
+                logging.info("AneurysmSeg: running %s", " ".join(task.command()))
             self._task, self._taskIsRefine = task, refine
             self.ui.progressBar.value = 0
             self.ui.statusLabel.text = _("Refining from seeds...") if refine else _("Segmenting...")

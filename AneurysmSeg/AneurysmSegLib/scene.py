@@ -30,8 +30,8 @@ from vtk.util import numpy_support
 
 import slicer
 
-from .errors import AneurysmSegError, Cancelled, InputError, OutputError
-from .geometry import Geometry, Image, LPS_TO_RAS, lps_to_ras, ras_to_lps
+from .errors import AneurysmSegError, InputError, OutputError
+from .geometry import Geometry, Image, LPS_TO_RAS, ras_to_lps
 from .result import Aneurysm, Seed, SegmentationResult
 
 #: Node reference roles kept on the input volume, so that re-running finds and updates its results.
