@@ -353,6 +353,10 @@ class AneurysmSegLogic(ScriptedLoadableModuleLogic):
     ``AneurysmSegLib.scene.updateResultNodes``, the only place the scene changes.
     """
 
+    #: Model folder (manifest + TorchScript); None means the weights bundled in Resources/Models.
+    #: Scripts may point it at retrained weights.
+    modelDir: Optional[Path] = None
+
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
         self._models = {}
@@ -370,8 +374,9 @@ class AneurysmSegLogic(ScriptedLoadableModuleLogic):
     def samplePath(self) -> Path:
         return self.moduleDirectory() / "Resources" / "Sample" / "orig" / "TOF.nii.gz"
 
-    def sampleGroundTruthPath(self) -> Path:
-        return self.moduleDirectory() / "Resources" / "Sample" / "aneurysms.nii.gz"
+    def sampleLocationsPath(self) -> Path:
+        """The sample's reference aneurysms, ADAM's location.txt (voxel x, y, z, radius in mm)."""
+        return self.moduleDirectory() / "Resources" / "Sample" / "location.txt"
 
     @staticmethod
     def missingPackages() -> list:
@@ -395,9 +400,12 @@ class AneurysmSegLogic(ScriptedLoadableModuleLogic):
         if others:
             slicer.util.pip_install(" ".join(others))
 
+    def modelFolder(self) -> Path:
+        return Path(self.modelDir) if self.modelDir else self.moduleDirectory() / "Resources" / "Models"
+
     def modelProblem(self) -> str:
         """Why the bundled weights cannot be used, or '' (the sha256 check runs when loading)."""
-        manifest = self.moduleDirectory() / "Resources" / "Models" / "manifest.json"
+        manifest = self.modelFolder() / "manifest.json"
         if not manifest.is_file():
             return _("The bundled model weights are missing ({path}); reinstall the extension.").format(path=manifest)
         return ""
@@ -408,7 +416,7 @@ class AneurysmSegLogic(ScriptedLoadableModuleLogic):
         try:
             import json
 
-            manifest = json.loads((self.moduleDirectory() / "Resources" / "Models" / "manifest.json").read_text())
+            manifest = json.loads((self.modelFolder() / "manifest.json").read_text())
             fine = manifest.get("fine", {}) if isinstance(manifest, dict) else {}
             size = int(fine.get("voi_size", size))
             sp = fine.get("spacing_mm", spacing)
@@ -430,10 +438,10 @@ class AneurysmSegLogic(ScriptedLoadableModuleLogic):
     def _loadedModels(self, device: str):
         from AneurysmSegLib.models import load_models
 
-        device = self._deviceArgument(device)
-        if device not in self._models:
-            self._models[device] = load_models(device=device)
-        return self._models[device]
+        key = (self._deviceArgument(device), self.modelDir)
+        if key not in self._models:
+            self._models[key] = load_models(self.modelDir, device=key[0])
+        return self._models[key]
 
     # -- synchronous API (scripts, tests)
 
@@ -485,7 +493,7 @@ class AneurysmSegLogic(ScriptedLoadableModuleLogic):
         from AneurysmSegLib import scene
 
         task = scene.BackgroundSegmentation(volumeNode, detect=True, detectionThreshold=detectionThreshold,
-                                            device=self._deviceArgument(device))
+                                            device=self._deviceArgument(device), modelDir=self.modelDir)
         task.start()
         return task
 
@@ -494,7 +502,7 @@ class AneurysmSegLogic(ScriptedLoadableModuleLogic):
         from AneurysmSegLib import scene
 
         task = scene.BackgroundSegmentation(volumeNode, seeds=scene.seedsFromMarkupsNode(seedsNode), detect=False,
-                                            device=self._deviceArgument(device))
+                                            device=self._deviceArgument(device), modelDir=self.modelDir)
         task.resultSeedsNode = seedsNode
         task.start()
         return task
@@ -539,14 +547,11 @@ class AneurysmSegTest(ScriptedLoadableModuleTest):
         self.assertEqual(table.GetNumberOfRows(), segmentation.GetSegmentation().GetNumberOfSegments())
         self.assertGreaterEqual(seeds.GetNumberOfControlPoints(), 1)
 
-        # the ground truth's aneurysm centre (RAS) lies within a few mm of a segmented centroid
-        truth = slicer.util.loadLabelVolume(str(logic.sampleGroundTruthPath()))
-        ijk = np.argwhere(slicer.util.arrayFromVolume(truth) == 1).mean(axis=0)[::-1]
-        ijkToRas = vtk.vtkMatrix4x4()
-        truth.GetIJKToRASMatrix(ijkToRas)
-        truthRas = np.array(ijkToRas.MultiplyPoint([*ijk, 1.0])[:3])
-        centroids = np.array([[float(table.GetCellText(r, c)) for c in (4, 5, 6)] for r in range(table.GetNumberOfRows())])
-        self.assertLess(np.linalg.norm(centroids - truthRas, axis=1).min(), 3.0)
+        # every reference aneurysm (location.txt: voxel x, y, z, radius mm) is found by ADAM's rule:
+        # a segment's centroid (table, RAS) lies within the aneurysm's radius
+        truth = self.referenceAneurysms(logic, volumeNode)
+        self.assertGreaterEqual(len(truth), 1)
+        self.assertAllFound(table, truth)
 
         self.delayDisplay("Re-running updates the same nodes")
         nodeCount = slicer.mrmlScene.GetNumberOfNodes()
@@ -564,4 +569,34 @@ class AneurysmSegTest(ScriptedLoadableModuleTest):
         seeds.RemoveAllControlPoints()
         logic.refine(volumeNode, seeds, device="CPU")
         self.assertEqual(segmentation.GetSegmentation().GetNumberOfSegments(), 0)
+        self.assertEqual(table.GetNumberOfRows(), 0)
+
+        self.delayDisplay("A seed placed on each aneurysm and refining finds them again")
+        for centre, _radius in truth:
+            seeds.AddControlPoint(vtk.vtkVector3d(*centre), "")
+        logic.refine(volumeNode, seeds, device="CPU")
+        self.assertEqual(segmentation.GetSegmentation().GetNumberOfSegments(), len(truth))
+        self.assertAllFound(table, truth)
         self.delayDisplay("Test passed")
+
+    @staticmethod
+    def referenceAneurysms(logic, volumeNode) -> list:
+        """(RAS centre, radius mm) of each aneurysm listed in the sample's location.txt."""
+        import numpy as np
+
+        ijkToRas = vtk.vtkMatrix4x4()
+        volumeNode.GetIJKToRASMatrix(ijkToRas)
+        truth = []
+        for line in logic.sampleLocationsPath().read_text().splitlines():
+            if line.strip():
+                x, y, z, radius = (float(v) for v in line.split(","))
+                truth.append((np.array(ijkToRas.MultiplyPoint([x, y, z, 1.0])[:3]), radius))
+        return truth
+
+    def assertAllFound(self, table, truth) -> None:
+        import numpy as np
+
+        centroids = np.array([[float(table.GetCellText(r, c)) for c in (4, 5, 6)] for r in range(table.GetNumberOfRows())])
+        self.assertGreater(len(centroids), 0)
+        for centre, radius in truth:
+            self.assertLessEqual(np.linalg.norm(centroids - centre, axis=1).min(), radius)
