@@ -533,7 +533,6 @@ class AneurysmSegTest(ScriptedLoadableModuleTest):
         self.test_SegmentSample()
 
     def test_SegmentSample(self):
-        import numpy as np
         import tempfile
 
         self.delayDisplay("Loading the bundled sample")
