@@ -147,17 +147,34 @@ def smooth_field(rng: np.random.Generator, shape_zyx: tuple[int, int, int], cell
     f = np.tensordot(f, wx, axes=([2], [1]))  # (cz, cy, nx)
     f = np.tensordot(wy, f, axes=([1], [1])).transpose(1, 0, 2)  # (cz, ny, nx)
     f = np.tensordot(wz, f, axes=([1], [0]))  # (nz, ny, nx)
-    f -= f.mean()
-    f /= f.std() + 1e-9
+    sub = f[::3, ::3, ::3]  # statistics from a subsample: same to a fraction of a percent, 27x cheaper
+    f -= np.float32(sub.mean())
+    f /= np.float32(sub.std() + 1e-9)
     return np.ascontiguousarray(f, dtype=np.float32)
 
 
 def _ellipsoid_distance(ax, ay, az, centre, semi) -> np.ndarray:
-    """First-order signed distance (mm) to an axis-aligned ellipsoid, negative inside."""
-    ux, uy, uz = (ax - centre[0]) / semi[0], (ay - centre[1]) / semi[1], (az - centre[2]) / semi[2]
-    rho = np.sqrt(ux * ux + uy * uy + uz * uz)
-    grad = np.sqrt((ux / semi[0]) ** 2 + (uy / semi[1]) ** 2 + (uz / semi[2]) ** 2)
-    return ((rho - 1.0) * rho / np.maximum(grad, 1e-6)).astype(np.float32)
+    """First-order signed distance (mm) to an axis-aligned ellipsoid, negative inside (in-place maths:
+    this runs on whole volumes)."""
+    c = [np.float32(v) for v in centre]
+    s = [np.float32(v) for v in semi]
+    rho2 = np.zeros(np.broadcast_shapes(ax.shape, ay.shape, az.shape), dtype=np.float32)
+    g2 = np.zeros_like(rho2)
+    for coord, ck, sk in ((ax, c[0], s[0]), (ay, c[1], s[1]), (az, c[2], s[2])):
+        u = coord - ck
+        u *= np.float32(1.0) / sk
+        np.multiply(u, u, out=u)  # u^2 (normalised)
+        rho2 += u
+        u *= np.float32(1.0) / (sk * sk)
+        g2 += u
+    rho = np.sqrt(rho2, out=rho2)
+    np.sqrt(g2, out=g2)
+    np.maximum(g2, np.float32(1e-6), out=g2)
+    out = rho - np.float32(1.0)
+    out *= rho
+    out /= g2
+    out[rho < 1e-6] = -min(s)  # the centre itself
+    return out
 
 
 def _paint(out: np.ndarray, d: np.ndarray, value, h: float) -> None:
@@ -361,14 +378,17 @@ class _Renderer:
         labels = np.zeros(self.shape, dtype=np.uint8)
         bright = np.float32(p["contrast"]) * tubes.value
         het = smooth_field(rng, self.shape, tuple(2.5 / self.spacing[::-1]))
+        locations: list[tuple[int, int, int, float]] = []
+        treated: list[tuple[int, int, int, float]] = []
         for i, (spec, site) in enumerate(zip(specs, sites), start=1):
-            self.paint_aneurysm(i, spec, site, ids, sd_an, tubes, labels, bright, tissue, het)
+            zyx = self.paint_aneurysm(i, spec, site, ids, sd_an, tubes, labels, bright, tissue, het)
+            if len(zyx):  # one ADAM location per aneurysm, even when the parent vessel splits its label
+                (treated if spec.treated else locations).append(self.location(zyx))
         sd_all = np.minimum(tubes.sd, sd_an)
         h = float(np.exp(np.mean(np.log(self.spacing))))
         occ = np.clip(0.5 - sd_all / h, 0.0, 1.0)
         img = tissue * (1 - occ) + bright * occ
         img = self.scanner_effects(img, d_head)
-        locations, treated = self.locations(labels, specs)
         p["aneurysms"] = [{"site": s.site, "diameter_mm": round(s.diameter_mm, 2), "treated": s.treated,
                            "kind": s.extra["kind"], "signal_loss": round(s.signal_loss, 3)} for s in specs]
         p["variants"] = tree.variants
@@ -378,8 +398,9 @@ class _Renderer:
 
     def paint_aneurysm(self, i: int, spec: AneurysmSpec, site: Site, ids: np.ndarray, sd_an: np.ndarray,
                        tubes: TubeRaster, labels: np.ndarray, bright: np.ndarray, tissue: np.ndarray,
-                       het: np.ndarray) -> None:
-        """Label aneurysm ``i`` (sac only) and give it its intensity, working on its own voxels only.
+                       het: np.ndarray) -> np.ndarray:
+        """Label aneurysm ``i`` (sac only) and give it its intensity, working on its own voxels only;
+        returns the (z, y, x) indices of its labelled voxels.
 
         Vessel voxels deep inside the sac beyond the parent wall become sac (no artery runs through an
         aneurysm lumen); the parent lumen below the neck stays vessel. Large sacs lose signal towards the
@@ -387,7 +408,7 @@ class _Renderer:
         blooming halo (coil or clip artefact)."""
         zz, yy, xx = np.nonzero(ids == i)
         if len(zz) == 0:
-            return
+            return np.zeros((0, 3), dtype=int)
         sda = sd_an[zz, yy, xx]
         sp = self.spacing
         q_site = self.to_grid(site.point)[0]
@@ -413,6 +434,7 @@ class _Renderer:
             loss = np.clip(spec.signal_loss * inner * (0.6 + 0.8 * dome) * pattern, 0.0, 0.92)
             val = np.float32(self.p["contrast"]) * parent * (1 - loss)
         bright[zz[nearer], yy[nearer], xx[nearer]] = val[nearer]
+        return np.stack([zz[in_sac], yy[in_sac], xx[in_sac]], axis=1)
 
     def scanner_effects(self, img: np.ndarray, d_head: np.ndarray) -> np.ndarray:
         """Slab profile, bias field, point-spread blur, Rician noise, gamma and intensity range."""
@@ -441,22 +463,13 @@ class _Renderer:
             img = np.round(np.clip(img, 0, top))
         return img.astype(np.float32)
 
-    def locations(self, labels: np.ndarray, specs: list[AneurysmSpec]):
-        """ADAM-style (x, y, z, radius_mm) per aneurysm from the labels actually drawn."""
-        untreated: list[tuple[int, int, int, float]] = []
-        treated: list[tuple[int, int, int, float]] = []
-        for value, dest in ((1, untreated), (2, treated)):
-            comp, n = ndimage.label(labels == value)
-            for c in range(1, n + 1):
-                zyx = np.argwhere(comp == c)
-                if len(zyx) < 4:
-                    labels[comp == c] = 0
-                    continue
-                centre = zyx.mean(axis=0)
-                r = float(np.max(np.linalg.norm((zyx - centre) * self.spacing[::-1], axis=1)) + 0.5 * np.min(self.spacing))
-                cx, cy, cz = np.round(centre[::-1]).astype(int)
-                dest.append((int(cx), int(cy), int(cz), round(r, 2)))
-        return untreated, treated
+    def location(self, zyx: np.ndarray) -> tuple[int, int, int, float]:
+        """ADAM-style (x, y, z, radius_mm) of one aneurysm from its labelled voxels: the centroid (voxel
+        index, rounded) and the largest distance from it to a voxel centre plus half a voxel (mm)."""
+        centre = zyx.mean(axis=0)
+        r = float(np.max(np.linalg.norm((zyx - centre) * self.spacing[::-1], axis=1)) + 0.5 * np.min(self.spacing))
+        cx, cy, cz = np.round(centre[::-1]).astype(int)
+        return int(cx), int(cy), int(cz), round(r, 2)
 
 
 def generate_case(seed: int, shape_xyz: Sequence[int] | None = None, spacing: Sequence[float] | None = None,

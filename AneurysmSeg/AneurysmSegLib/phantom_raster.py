@@ -42,35 +42,45 @@ class TubeRaster:
         self.cistern = np.full(shape_zyx, self.far, dtype=np.float32)
 
     def add_polyline(self, q: np.ndarray, radii: np.ndarray, values: np.ndarray, margin_mm: float,
-                     cistern_mm: float = 0.0, labelled: bool = True) -> None:
+                     cistern_mm: float = 0.0, labelled: bool = True, chunk: int = 6) -> None:
         """Capsules between consecutive points ``q`` (grid mm, x y z); ``values`` per point.
-        ``labelled=False`` draws without adding to the label mask (veins are not arteries)."""
-        reach = max(margin_mm, cistern_mm)
-        for i in range(len(q) - 1):
-            self._segment(q[i], q[i + 1], radii[i], radii[i + 1], 0.5 * (values[i] + values[i + 1]), reach, cistern_mm,
-                          labelled)
 
-    def _segment(self, a: np.ndarray, b: np.ndarray, ra: float, rb: float, value: float, reach: float,
-                 cistern_mm: float, labelled: bool) -> None:
-        r = max(ra, rb) + reach
-        box = _box(np.minimum(a, b) - r, np.maximum(a, b) + r, self.spacing, self.shape_xyz)
+        Segments are handled ``chunk`` at a time in one shared bounding box (broadcast over a leading
+        segment axis), which keeps Python overhead low for long thin vessels.
+        ``labelled=False`` draws without adding to the label mask (veins are not arteries)."""
+        q = np.asarray(q, dtype=np.float64)
+        radii = np.asarray(radii, dtype=np.float64)
+        values = np.asarray(values, dtype=np.float64)
+        reach = max(margin_mm, cistern_mm)
+        for i in range(0, len(q) - 1, chunk):
+            j = min(i + chunk, len(q) - 1)
+            self._chunk(q[i:j + 1], radii[i:j + 1], 0.5 * (values[i:j] + values[i + 1:j + 1]), reach, cistern_mm,
+                        labelled)
+
+    def _chunk(self, pts: np.ndarray, radii: np.ndarray, seg_values: np.ndarray, reach: float, cistern_mm: float,
+               labelled: bool) -> None:
+        r = float(radii.max()) + reach
+        box = _box(pts.min(axis=0) - r, pts.max(axis=0) + r, self.spacing, self.shape_xyz)
         if box is None:
             return
         sl, qx, qy, qz = box
-        ab = b - a
-        l2 = max(float(ab @ ab), 1e-12)
-        px, py, pz = qx - a[0], qy - a[1], qz - a[2]
-        t = np.clip((px * ab[0] + py * ab[1] + pz * ab[2]) / l2, 0.0, 1.0)
-        dx, dy, dz = px - t * ab[0], py - t * ab[1], pz - t * ab[2]
+        a, ab = pts[:-1], np.diff(pts, axis=0)  # (K, 3)
+        l2 = np.maximum(np.einsum("ij,ij->i", ab, ab), 1e-12)
+        e = (slice(None), None, None, None)  # broadcast the segment axis in front of the box
+        px, py, pz = qx[None] - a[:, 0][e], qy[None] - a[:, 1][e], qz[None] - a[:, 2][e]
+        t = np.clip((px * ab[:, 0][e] + py * ab[:, 1][e] + pz * ab[:, 2][e]) / l2[e], 0.0, 1.0)
+        dx, dy, dz = px - t * ab[:, 0][e], py - t * ab[:, 1][e], pz - t * ab[:, 2][e]
         dist = np.sqrt(dx * dx + dy * dy + dz * dz)
-        r_t = ra + t * (rb - ra)
-        sd = (dist - r_t).astype(np.float32)
+        r_t = radii[:-1][e] + t * (radii[1:] - radii[:-1])[e]
+        sd_k = dist - r_t
+        k = np.argmin(sd_k, axis=0)
+        sd = np.take_along_axis(sd_k, k[None], axis=0)[0].astype(np.float32)
         if labelled:
-            self.label[sl] |= dist <= np.maximum(r_t, self.min_label_radius)
+            self.label[sl] |= np.any(dist <= np.maximum(r_t, self.min_label_radius), axis=0)
         cur = self.sd[sl]
         closer = sd < cur
         cur[closer] = sd[closer]
-        self.value[sl][closer] = value
+        self.value[sl][closer] = seg_values[k[closer]]
         if cistern_mm > 0:
             np.minimum(self.cistern[sl], sd - np.float32(cistern_mm), out=self.cistern[sl])
 
