@@ -33,8 +33,28 @@ VOI_SIZE = 64  #: fine stage VOI edge in voxels
 CONTOUR_DILATION_MM = 0.5
 #: Bright components smaller than this (mm^3) and not part of the tree are noise specks.
 MIN_SPECK_MM3 = 3.0
-#: Depth (mm below the head surface) bounds for the excluded scalp / fat / skull rim.
-RIM_MIN_MM, RIM_MAX_MM = 3.0, 20.0
+#: Grid (mm) of the head / rim / blob masks: they need no finer detail, and it keeps them fast.
+MASK_SPACING_MM = 1.4
+#: Depth (mm under the skin) always excluded: skin and most subcutaneous fat; no artery lies there.
+RIM_MM = 5.0
+#: Bright components with most voxels shallower than this (mm) are scalp fat / diploe, not arteries.
+SHELL_MM = 9.0
+#: Bright components with most voxels shallower than this (mm) run along the skull: venous sinuses.
+SUPERFICIAL_MM = 20.0
+#: ... or shallower than this fraction of the head's largest depth, whichever is less (small heads).
+SUPERFICIAL_FRACTION = 0.3
+#: An artery candidate's local peak must stand this many robust tissue SDs above the tissue level.
+SIGNIFICANCE_SD = 4.0
+#: Vessel walls sit at this fraction of the way from tissue to the local peak (half maximum).
+HALF_MAXIMUM = 0.5
+#: Radius (mm) of the neighbourhood in which a voxel's local peak is sought.
+LOCAL_MAX_MM = 0.8
+#: Excluded bright tissue takes this margin (mm) for its dimmer partial-volume edge.
+RIM_MARGIN_MM = 1.5
+#: Bright tissue with a core deeper than BLOB_CORE_MM of over BLOB_MIN_CORE_MM3 is fat, not vessel.
+BLOB_CORE_MM, BLOB_MIN_CORE_MM3 = 4.0, 1500.0
+#: Artery-threshold statistics are first taken this deep (mm), clear of the scalp.
+DEEP_MM = 20.0
 #: How far (mm) a VOI's fine-resolution artery voxels may lie from the coarse artery tree.
 GATE_MM = 1.0
 #: Statistics skip the outer head surface (mm): its partial-volume voxels depend on the air around.
@@ -56,7 +76,7 @@ class Preprocessed:
     coarse_brain: np.ndarray  #: bool on the coarse grid: intracranial region (no scalp/fat/skull)
     coarse_arteries: np.ndarray  #: bool on the coarse grid: extracted arteries
     background: float = 0.0  #: raw intensity used to pad outside the image (the air level)
-    rim_mm: float = 0.0  #: depth of the excluded rim below the head surface
+    tissue_level: float = 0.0  #: brain tissue level (z units): the base of the half-maximum rule
     _sitk_image: sitk.Image | None = field(default=None, repr=False, compare=False)
     _sitk_arteries: sitk.Image | None = field(default=None, repr=False, compare=False)
 
@@ -171,44 +191,109 @@ def _air_tissue_threshold(values: np.ndarray) -> float:
     return t
 
 
-def _fill_holes_slicewise(mask: np.ndarray) -> np.ndarray:
-    """Fill 2D holes in the slices of every axis: a slab's head is open at its cut faces in 3D."""
-    out = ndimage.binary_fill_holes(mask)
-    for axis in range(3):
-        structure = np.zeros((3, 3, 3), dtype=bool)
-        plane = [slice(None)] * 3
-        plane[axis] = 1
-        structure[tuple(plane)] = ndimage.generate_binary_structure(2, 1)
-        out |= ndimage.binary_fill_holes(mask, structure=structure)
+def _fill_holes(mask: np.ndarray) -> np.ndarray:
+    """Fill holes in 3D and in the slices of every axis (a slab's head is open at its cut faces).
+
+    Background components are found by labelling (linear time) instead of scipy's iterative
+    ``binary_fill_holes``; a component is a hole when it does not reach the border of its slice.
+    """
+    out = mask.copy()
+    for axis in (None, 0, 1, 2):
+        structure = ndimage.generate_binary_structure(3, 1)
+        if axis is not None:  # connectivity within the slices perpendicular to ``axis`` only
+            keep = [slice(None)] * 3
+            keep[axis] = 1
+            plane = np.zeros_like(structure)
+            plane[tuple(keep)] = structure[tuple(keep)]
+            structure = plane
+        labels, n = ndimage.label(~mask, structure=structure)
+        if n == 0:
+            continue
+        touching = np.zeros(n + 1, dtype=bool)
+        for ax in range(3):
+            if ax == axis:
+                continue
+            for edge in (0, -1):
+                touching[np.take(labels, edge, axis=ax)] = True
+        hole = ~touching
+        hole[0] = False
+        out |= hole[labels]
     return out
 
 
-def head_mask(array: np.ndarray, spacing_zyx: Sequence[float]) -> np.ndarray:
-    """Head (everything that is not air) as bool [z, y, x].
+def _block_mean(array: np.ndarray, factors: Sequence[int]) -> np.ndarray:
+    """Average over factor-sized blocks (edge-padded): an anti-aliased down-sampling."""
+    pad = [(0, (-n) % f) for n, f in zip(array.shape, factors)]
+    a = np.pad(np.asarray(array, dtype=np.float32), pad, mode="edge")
+    z, y, x = (n // f for n, f in zip(a.shape, factors))
+    fz, fy, fx = factors
+    return a.reshape(z, fz, y, fy, x, fx).mean(axis=(1, 3, 5))
 
-    Otsu on a smoothed, log-scaled copy separates air from tissue whatever the intensity range
-    (12-bit, 0-1000, float, uint8, background already zeroed); the largest components are kept,
-    small outliers dropped, and holes (dark skull, CSF, signal voids) filled.
-    """
-    a = np.asarray(array, dtype=np.float32)
+
+def _mask_factors(spacing_zyx: Sequence[float]) -> tuple[int, int, int]:
+    return tuple(max(1, int(round(MASK_SPACING_MM / s))) for s in spacing_zyx)  # type: ignore[return-value]
+
+
+def _upsample_linear(low: np.ndarray, factors: Sequence[int], spacing_zyx: Sequence[float],
+                     shape_zyx: Sequence[int]) -> np.ndarray:
+    """Linear interpolation of a block-averaged grid back onto the fine grid it came from."""
+    fine = Geometry(spacing=tuple(spacing_zyx[::-1]))
+    low_sp = tuple(f * s for f, s in zip(factors, spacing_zyx))
+    low_origin = tuple((f - 1) * s / 2.0 for f, s in zip(factors, spacing_zyx))
+    coarse = Geometry(spacing=low_sp[::-1], origin=low_origin[::-1])
+    return resample(low, coarse, fine, shape_zyx, linear=True)
+
+
+def _head_low(a: np.ndarray, spacing_zyx: Sequence[float]) -> np.ndarray:
+    """Head mask of an (already down-sampled) image: threshold, components, closing, holes."""
     lo, hi = _robust_range(a, 0.5, 99.5)
     if hi <= lo:
         lo, hi = float(a.min()), float(a.max())
     if hi <= lo:
         raise InputError("the image is constant; it holds no head")
     scaled = np.log1p(np.clip((a - lo) / (hi - lo), 0, None) * 100.0)
-    sigma = [1.0 / s for s in spacing_zyx]  # about 1 mm
-    smooth = ndimage.gaussian_filter(scaled, sigma=sigma, mode="nearest")
+    smooth = ndimage.gaussian_filter(scaled, sigma=[1.0 / s for s in spacing_zyx], mode="nearest")
     step = max(1, smooth.size // 1_000_000)
     mask = smooth > _air_tissue_threshold(smooth.ravel()[::step])
     labels, n = ndimage.label(mask)
     if n == 0:
         raise InputError("no head found in the image (nothing brighter than the background)")
     sizes = np.bincount(labels.ravel())[1:]
-    keep = np.flatnonzero(sizes >= 0.1 * sizes.max()) + 1
-    mask = np.isin(labels, keep)
-    mask = ndimage.binary_closing(mask, structure=_ball(2.0, spacing_zyx), border_value=0) | mask
-    return _fill_holes_slicewise(mask)
+    keep = np.zeros(n + 1, dtype=bool)
+    keep[1:] = sizes >= 0.1 * sizes.max()
+    mask = keep[labels]
+    mask |= ndimage.binary_closing(mask, structure=_ball(3.0, spacing_zyx))
+    return _fill_holes(mask)
+
+
+def head_and_depth(array: np.ndarray, spacing_zyx: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """Head mask and signed depth (mm below the head surface, negative outside), same grid as input.
+
+    Computed on a ~1.4 mm grid (block average, so noise and thin dark lines average out) and the
+    signed distance interpolated back: the mask and distances need no finer detail, and this keeps a
+    clinical scan's masks to a fraction of a second. The image border is not a surface: a slab's cut
+    faces do not count as skin.
+    """
+    a = np.asarray(array, dtype=np.float32)
+    factors = _mask_factors(spacing_zyx)
+    low_sp = tuple(f * s for f, s in zip(factors, spacing_zyx))
+    head = _head_low(_block_mean(a, factors), low_sp)
+    h = min(low_sp) / 2.0
+    inside = ndimage.distance_transform_edt(head, sampling=low_sp) - h
+    outside = ndimage.distance_transform_edt(~head, sampling=low_sp) - h
+    signed = np.where(head, inside, -outside).astype(np.float32)
+    depth = _upsample_linear(signed, factors, spacing_zyx, a.shape)
+    return depth > 0, depth
+
+
+def head_mask(array: np.ndarray, spacing_zyx: Sequence[float]) -> np.ndarray:
+    """Head (everything that is not air) as bool [z, y, x].
+
+    Otsu (refined to the class medians) on a smoothed, log-scaled copy separates air from tissue
+    whatever the intensity range (12-bit, 0-1000, float, uint8, background already zeroed); the large
+    components are kept, small outliers dropped, and holes (dark skull, CSF, signal voids) filled.
+    """
+    return head_and_depth(array, spacing_zyx)[0]
 
 
 def head_statistics(array: np.ndarray, head: np.ndarray) -> tuple[float, float]:
@@ -234,69 +319,148 @@ def depth_mm(head: np.ndarray, spacing_zyx: Sequence[float]) -> np.ndarray:
     return ndimage.distance_transform_edt(head, sampling=spacing_zyx).astype(np.float32)
 
 
-def estimate_rim_mm(zscored: np.ndarray, depth: np.ndarray, threshold: float,
-                    bin_mm: float = 1.0) -> float:
-    """Depth of the bright scalp/fat rim plus skull, from the profile of bright voxels vs depth.
+def _component_table(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    return ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
 
-    The subcutaneous fat makes the shallow depths bright; the skull underneath is dark. The rim ends
-    where the fraction of bright voxels has fallen from its shallow peak to the brain's own (vessel)
-    level. Without a bright rim (fat-suppressed or skull-stripped images) the minimum is returned.
+
+def _components_by_depth(bright: np.ndarray, depth: np.ndarray, depth_mm_: float) -> np.ndarray:
+    """Bright components (26-connected) of which at least half the voxels lie shallower than ``depth_mm_``."""
+    labels, n = _component_table(bright)
+    if n == 0:
+        return np.zeros_like(bright)
+    total = np.bincount(labels.ravel(), minlength=n + 1)
+    shallow = np.bincount(labels.ravel(), weights=(depth < depth_mm_).ravel(), minlength=n + 1)
+    chosen = shallow >= 0.5 * np.maximum(total, 1)
+    chosen[0] = False
+    return chosen[labels]
+
+
+def rim_components(bright: np.ndarray, depth: np.ndarray, shell_mm: float = SHELL_MM) -> np.ndarray:
+    """Bright components that live in the scalp: most of their voxels within ``shell_mm`` of the skin.
+
+    Subcutaneous fat (and bright diploe) forms sheets just under the head surface; intracranial
+    arteries lie deeper than skin + fat + skull, and the tree's bulk lies far deeper, so even a tree
+    touching the rim through partial volume keeps a deep median and is not removed.
     """
-    bins = np.arange(0.0, RIM_MAX_MM + 10.0 + bin_mm, bin_mm)
-    inside = depth > 0
-    idx = np.digitize(depth[inside], bins) - 1
-    bright = zscored[inside] > threshold
-    n = np.bincount(idx, minlength=bins.size)[: bins.size - 1].astype(float)
-    k = np.bincount(idx, weights=bright, minlength=bins.size)[: bins.size - 1]
-    frac = k / np.maximum(n, 1)
-    deep = float(np.median(frac[int(RIM_MAX_MM / bin_mm):])) if n[int(RIM_MAX_MM / bin_mm):].sum() else 0.0
-    shallow = frac[: int(RIM_MAX_MM / bin_mm)]
-    peak = int(np.argmax(shallow))
-    if shallow[peak] < max(3 * deep, 0.02):
-        return RIM_MIN_MM
-    level = max(0.5 * deep, 0.002) if deep > 0 else 0.002
-    after = np.flatnonzero(shallow[peak:] <= max(level, deep))
-    end = (peak + int(after[0])) * bin_mm if after.size else RIM_MAX_MM
-    return float(np.clip(end + 2.0 * bin_mm, RIM_MIN_MM, RIM_MAX_MM))
+    return _components_by_depth(bright, depth, shell_mm)
 
 
-def brain_mask(head: np.ndarray, spacing_zyx: Sequence[float], rim_mm: float = 8.0,
-               depth: np.ndarray | None = None) -> np.ndarray:
-    """Intracranial region: head voxels deeper than ``rim_mm`` below the head surface.
+def superficial_components(bright: np.ndarray, depth: np.ndarray,
+                           superficial_mm: float = SUPERFICIAL_MM) -> np.ndarray:
+    """Bright components lying mostly along the inner skull surface: venous sinuses, dural/diploic signal.
 
-    The scalp, subcutaneous fat and skull form a shell of roughly constant thickness under the
-    surface, so a physical erosion (distance transform in mm) removes them while the skull base
-    vessels (carotid siphons, deep in the head, entering through the slab's cut face) stay inside.
+    The arterial tree (circle of Willis, siphons, proximal branches) lies several centimetres deep;
+    the superior sagittal and transverse sinuses run just inside the skull. Distal cortical artery
+    fragments cut off from the tree are lost too: aneurysms there are rare, false positives are not.
+    """
+    return _components_by_depth(bright, depth, superficial_mm)
+
+
+def thick_blobs(bright: np.ndarray, spacing_zyx: Sequence[float], core_mm: float = BLOB_CORE_MM,
+                min_core_mm3: float = BLOB_MIN_CORE_MM3) -> np.ndarray:
+    """Bright regions far thicker than any artery (orbital or skull-base fat pads), on a ~1.4 mm grid.
+
+    A voxel is core when it lies deeper than ``core_mm`` inside the bright mask; no artery (radius
+    <= 3 mm) has a core, and an aneurysm only a small one, so a core of more than ``min_core_mm3``
+    marks fat. The blob is its core dilated back by ``core_mm`` + one voxel, within the bright mask.
+    """
+    factors = _mask_factors(spacing_zyx)
+    low_sp = tuple(f * s for f, s in zip(factors, spacing_zyx))
+    low = _block_mean(bright, factors) >= 0.5
+    core = ndimage.distance_transform_edt(low, sampling=low_sp) > core_mm
+    if not core.any():
+        return np.zeros_like(bright)
+    labels, n = ndimage.label(core)
+    sizes = np.bincount(labels.ravel()) * float(np.prod(low_sp))
+    big = sizes >= min_core_mm3
+    big[0] = False
+    if not big.any():
+        return np.zeros_like(bright)
+    reach = ndimage.distance_transform_edt(~big[labels], sampling=low_sp)
+    near = _upsample_linear(reach.astype(np.float32), factors, spacing_zyx, bright.shape)
+    return bright & (near <= core_mm + max(low_sp))
+
+
+def _exclude_with_margin(region: np.ndarray, excluded: np.ndarray, spacing_zyx: Sequence[float],
+                         margin_mm: float) -> np.ndarray:
+    """``region`` minus ``excluded`` grown by ``margin_mm`` (distance on the ~1.4 mm mask grid)."""
+    if not excluded.any():
+        return region
+    factors = _mask_factors(spacing_zyx)
+    low_sp = tuple(f * s for f, s in zip(factors, spacing_zyx))
+    low = _block_mean(excluded, factors) > 0
+    dist = _upsample_linear(ndimage.distance_transform_edt(~low, sampling=low_sp).astype(np.float32),
+                            factors, spacing_zyx, region.shape)
+    return region & ~excluded & (dist > margin_mm)
+
+
+def brain_mask(head: np.ndarray, spacing_zyx: Sequence[float], depth: np.ndarray | None = None,
+               zscored: np.ndarray | None = None, threshold: float | None = None,
+               rim_mm: float = RIM_MM, margin_mm: float = RIM_MARGIN_MM) -> np.ndarray:
+    """Intracranial region where arteries are sought: deep enough, away from bright non-arteries.
+
+    The skin and most of the fat go with a physical erosion by ``rim_mm`` (distance in mm, so
+    anisotropic voxels do not matter; the slab's cut faces are not skin, so the carotid siphons
+    entering from below stay inside). Given the z-scored image and a threshold, bright components
+    that live in the scalp (:func:`rim_components`), along the inner skull surface
+    (:func:`superficial_components`) or are too thick to be vessels (:func:`thick_blobs`) are excluded
+    with a ``margin_mm`` margin that takes their dimmer partial-volume edges.
     """
     if depth is None:
         depth = depth_mm(head, spacing_zyx)
-    return depth > rim_mm
+    brain = head & (depth > rim_mm)
+    if zscored is None or threshold is None:
+        return brain
+    bright = head & (zscored > threshold)
+    excluded = rim_components(bright, depth)
+    superficial = min(SUPERFICIAL_MM, SUPERFICIAL_FRACTION * float(depth.max()))  # small heads, too
+    excluded |= superficial_components(bright & ~excluded, depth, superficial)
+    excluded |= thick_blobs(bright & ~excluded, spacing_zyx)
+    return _exclude_with_margin(brain, excluded, spacing_zyx, margin_mm)
 
 
-def artery_threshold(zscored: np.ndarray, brain: np.ndarray) -> float:
-    """Adaptive artery threshold (z units): half way from the tissue level to the vessel level.
-
-    Tissue level and spread come from the brain's median and MAD; the vessel level is the median of
-    the clearly-bright voxels (more than 6 robust SDs above tissue). Half-maximum is where the
-    partial-volume edge of a blurred vessel sits, so large vessels keep their true calibre; the
-    threshold never drops below 4 SDs (noise) so distal branches survive only if they stand out.
-    """
-    values = zscored[brain] if brain is not None and brain.any() else zscored.ravel()
-    step = max(1, values.size // 2_000_000)
-    v = values[::step]
+def tissue_statistics(zscored: np.ndarray, region: np.ndarray | None) -> tuple[float, float]:
+    """Tissue level (median) and spread (MAD as an SD) of ``region``: robust to the vessels in it."""
+    values = zscored[region] if region is not None and region.any() else np.asarray(zscored).ravel()
+    v = values[:: max(1, values.size // 2_000_000)]
     tissue = float(np.median(v))
     sigma = 1.4826 * float(np.median(np.abs(v - tissue)))
-    sigma = max(sigma, 1e-3)
-    bright = v[v > tissue + 6.0 * sigma]
-    if bright.size < 20:
-        return tissue + 6.0 * sigma
-    vessel = float(np.median(bright))
-    return max(tissue + 4.0 * sigma, tissue + 0.5 * (vessel - tissue))
+    return tissue, max(sigma, 1e-3)
+
+
+def artery_threshold(zscored: np.ndarray, brain: np.ndarray | None, k: float = SIGNIFICANCE_SD) -> float:
+    """Significance threshold (z units): ``k`` robust SDs above the brain's tissue level.
+
+    A structure is an artery candidate where its local peak exceeds this; its extent is then decided
+    by the local half-maximum rule of :func:`artery_mask`, not by this number.
+    """
+    tissue, sigma = tissue_statistics(zscored, brain)
+    return tissue + k * sigma
+
+
+def local_max(array: np.ndarray, spacing_zyx: Sequence[float], radius_mm: float = LOCAL_MAX_MM) -> np.ndarray:
+    """Maximum over a box of about +-``radius_mm`` (at least one voxel each way)."""
+    size = [2 * max(1, int(round(radius_mm / s))) + 1 for s in spacing_zyx]
+    return ndimage.maximum_filter(array, size=size, mode="nearest")
+
+
+def artery_mask(zscored: np.ndarray, spacing_zyx: Sequence[float], threshold: float, tissue: float,
+                fraction: float = HALF_MAXIMUM) -> np.ndarray:
+    """Local half-maximum vessel mask: above half-way from tissue to the local peak, peak significant.
+
+    A blurred vessel's true wall sits where its profile crosses half its own peak, whatever its
+    calibre, inflow enhancement or bias: a global threshold either fattens the bright carotids or
+    loses the dimmer distal branches (and fades up the slab); this rule does neither. The peak must
+    exceed ``threshold`` so that tissue noise is never a vessel.
+    """
+    z = np.asarray(zscored, dtype=np.float32)
+    peak = local_max(z, spacing_zyx)
+    return (peak > threshold) & (z - tissue > fraction * (peak - tissue))
 
 
 def remove_specks(mask: np.ndarray, spacing_zyx: Sequence[float], min_mm3: float = MIN_SPECK_MM3) -> np.ndarray:
     """Drop connected components (26-connectivity) smaller than ``min_mm3``."""
-    labels, n = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
+    labels, n = _component_table(mask)
     if n == 0:
         return mask.astype(bool)
     sizes = np.bincount(labels.ravel()) * float(np.prod(spacing_zyx))
@@ -306,12 +470,16 @@ def remove_specks(mask: np.ndarray, spacing_zyx: Sequence[float], min_mm3: float
 
 
 def extract_arteries(zscored: np.ndarray, spacing_zyx: Sequence[float], brain: np.ndarray | None,
-                     threshold: float, min_mm3: float = MIN_SPECK_MM3) -> np.ndarray:
-    """Arteries: z-score above ``threshold`` inside the brain region, isolated specks removed.
+                     threshold: float, tissue: float | None = None,
+                     min_mm3: float = MIN_SPECK_MM3) -> np.ndarray:
+    """Arteries: :func:`artery_mask` inside the brain region, isolated specks removed.
 
-    Distal branches connected to the tree belong to its component and are kept whatever their size.
+    ``tissue`` defaults to the brain's median. Distal branches connected to the tree belong to its
+    component and are kept whatever their size.
     """
-    mask = np.asarray(zscored) > threshold
+    if tissue is None:
+        tissue = tissue_statistics(zscored, brain)[0]
+    mask = artery_mask(zscored, spacing_zyx, threshold, tissue)
     if brain is not None:
         mask &= brain
     return remove_specks(mask, spacing_zyx, min_mm3)
@@ -343,23 +511,23 @@ def preprocess(image: Image, coarse_spacing: float = COARSE_SPACING_MM) -> Prepr
     src = image.geometry
     grid, shape = coarse_grid(src, image.array.shape, coarse_spacing)
     img_sitk = to_sitk(np.asarray(image.array, dtype=np.float32), src)
-    background = float(np.percentile(np.asarray(image.array).ravel()[:: max(1, image.array.size // 1_000_000)], 0.5))
+    flat = np.asarray(image.array).ravel()
+    background = float(np.percentile(flat[:: max(1, flat.size // 1_000_000)], 0.5))
     raw = _resample_sitk(img_sitk, grid, shape, True, background).astype(np.float32, copy=False)
     sp = grid.spacing_zyx
-    head = head_mask(raw, sp)
-    depth = depth_mm(head, sp)
+    head, depth = head_and_depth(raw, sp)
     core = depth > STATS_EROSION_MM  # the head without its partial-volume skin
     mean, std = head_statistics(raw, core if core.sum() > 1000 else head)
     z = zscore(raw, mean, std)
-    provisional = artery_threshold(z, depth > RIM_MAX_MM)
-    rim = estimate_rim_mm(z, depth, provisional)
-    brain = brain_mask(head, sp, rim, depth=depth)
-    thr = artery_threshold(z, brain)
-    arteries = extract_arteries(z, sp, brain, thr)
-    return Preprocessed(image=image, mean=mean, std=std, artery_threshold=thr,
+    deep = depth > DEEP_MM
+    provisional = artery_threshold(z, deep if deep.sum() > 1000 else head)
+    brain = brain_mask(head, sp, depth=depth, zscored=z, threshold=provisional)
+    tissue, sigma = tissue_statistics(z, brain)
+    thr = tissue + SIGNIFICANCE_SD * sigma
+    arteries = extract_arteries(z, sp, brain, thr, tissue=tissue)
+    return Preprocessed(image=image, mean=mean, std=std, artery_threshold=thr, tissue_level=tissue,
                         coarse=Image(z, grid, image.source), coarse_head=head, coarse_brain=brain,
-                        coarse_arteries=arteries, background=background, rim_mm=rim,
-                        _sitk_image=img_sitk)
+                        coarse_arteries=arteries, background=background, _sitk_image=img_sitk)
 
 
 def coarse_roi(pre: Preprocessed, margin_mm: float = 6.0) -> np.ndarray:
@@ -394,7 +562,7 @@ def arteries_on(pre: Preprocessed, dst: Geometry, shape_zyx: Sequence[int],
     radius = GATE_MM - pre.coarse.geometry.spacing[0] / 2.0
     if radius > 0:
         gate = ndimage.binary_dilation(gate, structure=_ball(radius, dst.spacing_zyx))
-    return (zscored > pre.artery_threshold) & gate
+    return artery_mask(zscored, dst.spacing_zyx, pre.artery_threshold, pre.tissue_level) & gate
 
 
 def voi_channels(pre: Preprocessed, center_lps: Sequence[float], size: int = VOI_SIZE,
