@@ -34,8 +34,8 @@ from slicer import (
     vtkMRMLTableNode,
 )
 
-#: Python packages the pipeline needs beyond what Slicer ships (Slicer's numpy/SimpleITK/vtk are used as is).
-REQUIRED_PACKAGES = {"torch": "torch", "scipy": "scipy", "tqdm": "tqdm"}
+#: Python packages the pipeline needs (import name: pip name); Slicer's own numpy/SimpleITK/vtk are used as is.
+REQUIRED_PACKAGES = {"torch": "torch", "scipy": "scipy"}
 
 
 #

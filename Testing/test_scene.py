@@ -547,3 +547,20 @@ def test_sample_segmented_with_the_bundled_weights(app, sample, tmp_path):
         assert min((np.linalg.norm(c - centre) for c in centroids), default=np.inf) <= radius
     files = scene.exportStl(segmentation, tmp_path / "stl")
     assert len(files) == len(centroids) and all(readStl(f).GetNumberOfPoints() > 0 for f in files)
+
+
+def test_results_follow_the_volume_parent_transform(app, case):
+    """A volume under a linear transform: results are computed in its own frame and put under the
+    same transform, so they overlay it in the views."""
+    node, labels, centres, geometry = case
+    transform = app.scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "shift")
+    matrix = vtk.vtkMatrix4x4()
+    matrix.SetElement(0, 3, 25.0)
+    transform.SetMatrixTransformToParent(matrix)
+    node.SetAndObserveTransformNodeID(transform.GetID())
+    assert scene.geometryFromVolumeNode(node) == geometry  # the voxel grid itself is unchanged
+    segmentation, seeds, _ = scene.updateResultNodes(node, resultFromLabels(labels, geometry, centres))
+    assert segmentation.GetTransformNodeID() == transform.GetID() == seeds.GetTransformNodeID()
+    world = [0.0, 0.0, 0.0]
+    seeds.GetNthControlPointPositionWorld(0, world)
+    np.testing.assert_allclose(world, lps_to_ras(centres[0]) + [25.0, 0.0, 0.0], atol=1e-6)
