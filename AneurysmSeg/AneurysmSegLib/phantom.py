@@ -27,7 +27,8 @@ from scipy import ndimage
 
 from .geometry import Geometry, Image
 from .io import write_image
-from .phantom_anatomy import AneurysmSpec, HeadShape, Site, build_sinuses, build_tree, make_aneurysm, sample_diameter
+from .phantom_anatomy import (AneurysmSpec, HeadShape, Site, build_microvessels, build_sinuses, build_tree, curvature,
+                              make_aneurysm, sample_diameter)
 from .phantom_raster import TubeRaster, ellipsoid_sd
 
 DEFAULT_SHAPE_XYZ = (256, 256, 96)
@@ -105,6 +106,9 @@ def sample_params(rng: np.random.Generator, scanner: str = "train", shape_xyz: S
         "zero_background": bool(sh and rng.random() < 0.4),
         "multislab": int(rng.integers(3, 5)) if rng.random() < (0.5 if sh else 0.2) else 0,
         "venous": _u(rng, 0.2, 0.6) if rng.random() < 0.7 else 0.0,  # sinus signal left by the saturation band
+        "siphon_dephasing": _u(rng, 0.3, 0.7) if rng.random() < 0.3 else 0.0,
+        "microvessels": int(rng.integers(60, 220)),
+        "noise_map": _u(rng, 0.0, 0.5 if sh else 0.3),  # parallel-imaging g-factor: noise varies in space
         "n_aneurysms": n_an,
         "treated": bool(rng.random() < 0.08),
     }
@@ -246,30 +250,43 @@ class _Renderer:
 
     # -- vessels --------------------------------------------------------------------------------
     def vessels(self):
+        """Rasterise the arterial tree with its TOF signal (inflow saturation along the path inside the
+        slab, fading towards the top, weaker in small vessels, optional dephasing in the siphon), then the
+        unlabelled venous sinuses and micro-vessels."""
         p = self.p
         tree = build_tree(self.rng, self.head, p["vessel_scale"], p["tortuosity"], p["radius_scale"])
         h = float(np.min(self.spacing))
+        margin = 1.5 * h + 1.0
         tubes = TubeRaster(self.shape, self.spacing, far_mm=6.0, min_label_radius=0.55 * h)
         nz = self.shape[0]
         path_len: dict[str, np.ndarray] = {}
-        flow: dict[str, np.ndarray] = {}
         for b in tree.branches.values():  # parents are added before children
             q = self.to_grid(b.points)
             zrel = q[:, 2] / (self.spacing[2] * nz)
-            inside = (zrel >= 0).astype(float)
-            steps = np.concatenate([[0.0], np.linalg.norm(np.diff(b.points, axis=0), axis=1)]) * inside
+            steps = np.concatenate([[0.0], np.linalg.norm(np.diff(b.points, axis=0), axis=1)]) * (zrel >= 0)
             start = path_len[b.parent][b.parent_index] if b.parent else 0.0
-            L = start + np.cumsum(steps)
-            path_len[b.name] = L
-            f = (np.exp(-L / p["inflow_length_mm"]) * (0.7 + 0.3 * np.clip(b.radii / 0.8, 0, 1))
+            path_len[b.name] = start + np.cumsum(steps)
+            f = (np.exp(-path_len[b.name] / p["inflow_length_mm"]) * (0.7 + 0.3 * np.clip(b.radii / 0.8, 0, 1))
                  * (1.0 - p["inflow_fade"] * np.clip(zrel, 0, 1)))
-            flow[b.name] = f
-            tubes.add_polyline(q, b.radii, f, margin_mm=1.5 * h + 1.0, cistern_mm=b.cistern_mm)
+            if b.name.startswith("ICA") and p["siphon_dephasing"] > 0:
+                f = f * self.dephasing(b.points, p["siphon_dephasing"])
+            tubes.add_polyline(q, b.radii, f, margin_mm=margin, cistern_mm=b.cistern_mm)
         if p["venous"] > 0:
             for b in build_sinuses(self.rng, self.head):
-                q = self.to_grid(b.points)
-                tubes.add_polyline(q, b.radii, np.full(len(q), p["venous"]), margin_mm=1.5 * h + 1.0, labelled=False)
+                tubes.add_polyline(self.to_grid(b.points), b.radii, np.full(len(b.points), p["venous"]), margin, labelled=False)
+        for b in build_microvessels(self.rng, self.head, int(p["microvessels"])):
+            level = self.rng.uniform(0.35, 0.75)
+            tubes.add_polyline(self.to_grid(b.points), b.radii, np.full(len(b.points), level), margin, labelled=False)
         return tree, tubes
+
+    def dephasing(self, points: np.ndarray, depth: float) -> np.ndarray:
+        """Signal dip (intravoxel dephasing of turbulent flow) around the sharpest bend of the siphon."""
+        n = len(points)
+        lo, hi = n // 3, max(n // 3 + 1, n - 8)
+        i = lo + int(np.argmax(curvature(points)[lo:hi]))
+        arc = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(points, axis=0), axis=1))])
+        width = self.rng.uniform(1.5, 4.0)
+        return 1.0 - depth * np.exp(-0.5 * ((arc - arc[i]) / width) ** 2)
 
     # -- aneurysms ------------------------------------------------------------------------------
     def choose_sites(self, tree, n: int) -> list[Site]:
@@ -450,6 +467,8 @@ class _Renderer:
         img *= bias
         img = ndimage.gaussian_filter(img, (p["psf_z"], p["psf_xy"], p["psf_xy"]), truncate=3.0)
         sigma = np.float32(p["noise"])
+        if p["noise_map"] > 0:
+            sigma = sigma * np.exp(np.float32(p["noise_map"]) * smooth_field(rng, self.shape, tuple(60.0 / sp[::-1])))
         n1 = rng.standard_normal(self.shape, dtype=np.float32) * sigma
         n2 = rng.standard_normal(self.shape, dtype=np.float32) * sigma
         img = np.sqrt((img + n1) ** 2 + n2 ** 2)

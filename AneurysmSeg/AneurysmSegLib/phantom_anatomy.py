@@ -106,6 +106,13 @@ def smooth_curve(ctrl: np.ndarray, rng: np.random.Generator, tortuosity: float, 
     return np.stack([np.interp(t, arc, dense[:, k]) for k in range(3)], axis=1)
 
 
+def curvature(points: np.ndarray) -> np.ndarray:
+    """Curvature (1/mm) at each centreline point, from finite differences."""
+    d1 = np.gradient(points, axis=0)
+    d2 = np.gradient(d1, axis=0)
+    return np.linalg.norm(np.cross(d1, d2), axis=1) / np.maximum(np.linalg.norm(d1, axis=1) ** 3, 1e-9)
+
+
 def taper(points: np.ndarray, r0: float, r1: float) -> np.ndarray:
     """Radius decreasing linearly with arc length from r0 to r1 (never below MIN_RADIUS_MM)."""
     arc = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(points, axis=0), axis=1))])
@@ -342,7 +349,7 @@ class TreeBuilder:
                 continue
             d1 = np.gradient(p, axis=0)
             d2 = np.gradient(d1, axis=0)
-            curv = np.linalg.norm(np.cross(d1, d2), axis=1) / np.maximum(np.linalg.norm(d1, axis=1) ** 3, 1e-9)
+            curv = curvature(p)
             lo = len(p) // 3 if name.startswith("ICA") else 3
             i = lo + int(np.argmax(curv[lo:-3]))
             normal = d2[i] - d1[i] * np.dot(d2[i], d1[i]) / max(np.dot(d1[i], d1[i]), 1e-9)
@@ -383,6 +390,24 @@ def build_sinuses(rng: np.random.Generator, head: HeadShape) -> list[Branch]:
     pts = smooth_curve(st, rng, 0.3)
     branches.append(Branch("StraightS", pts, taper(pts, 1.2, 1.8)))
     return branches
+
+
+def build_microvessels(rng: np.random.Generator, head: HeadShape, count: int) -> list[Branch]:
+    """Short, sub-millimetre vessel fragments scattered in the brain (perforators, small cortical
+    veins): the fine bright speckle of real TOF-MRA parenchyma. Too small to be annotated."""
+    out: list[Branch] = []
+    for k in range(count):
+        u = rng.normal(size=3)
+        u /= np.linalg.norm(u)
+        start = head.centre + (head.surface_point(u) - head.centre) * rng.uniform(0.2, 0.92)
+        d = rng.normal(size=3)
+        d /= np.linalg.norm(d)
+        length = rng.uniform(3.0, 10.0)
+        mid = start + d * length / 2 + rng.normal(0, 0.8, 3)
+        pts = smooth_curve(np.stack([start, mid, start + d * length]), rng, 0.0)
+        r = rng.uniform(0.15, 0.3)
+        out.append(Branch(f"micro{k}", pts, np.full(len(pts), r)))
+    return out
 
 
 def random_rotation(rng: np.random.Generator, max_deg: float = 180.0) -> np.ndarray:
