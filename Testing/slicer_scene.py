@@ -60,6 +60,8 @@ class SlicerScene:
         self.scene.Clear(True)
         if getattr(slicer, "mrmlScene", None) is self.scene:
             slicer.mrmlScene = None
+            if isinstance(getattr(slicer, "modules", None), types.SimpleNamespace):
+                del slicer.modules
         self.cacheDirectory.cleanup()
 
 
