@@ -6,7 +6,9 @@ PyPI's slicer-core, where the tests run it. The pipeline works in LPS (ITK, file
 every conversion between the two happens here, from the volume's IJK-to-RAS matrix.
 
 Scene changes happen only in :func:`updateResultNodes`, after the pipeline has returned a result, so
-a cancelled or failed run leaves the scene exactly as it was.
+a cancelled or failed run leaves the scene exactly as it was. The pipeline runs either in this
+process (:func:`runPipeline`, scripts and tests) or as the ``aneurysmseg segment`` command in a child
+process (:class:`BackgroundSegmentation`, the module's widget, which must stay responsive).
 """
 
 from __future__ import annotations
