@@ -497,13 +497,16 @@ class BackgroundSegmentation:
     def _readOutput(self, stream) -> None:
         """Split the output on newlines and carriage returns (progress bars rewrite one line)."""
         pending = b""
-        for chunk in iter(lambda: stream.read1(4096) if hasattr(stream, "read1") else stream.read(1), b""):
-            pending += chunk
-            parts = re.split(rb"[\r\n]", pending)
-            pending = parts.pop()
-            for part in parts:
-                if part.strip():
-                    self._lines.put(part.decode("utf-8", "replace").strip())
+        try:
+            for chunk in iter(lambda: stream.read1(4096), b""):
+                pending += chunk
+                parts = re.split(rb"[\r\n]", pending)
+                pending = parts.pop()
+                for part in parts:
+                    if part.strip():
+                        self._lines.put(part.decode("utf-8", "replace").strip())
+        except (OSError, ValueError):  # the stream was closed by cancel/cleanup
+            return
         if pending.strip():
             self._lines.put(pending.decode("utf-8", "replace").strip())
 
