@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import numpy as np
@@ -150,3 +151,17 @@ def test_cli_writes_cases(tmp_path: Path) -> None:
     assert not np.array_equal(first, second)
     with pytest.raises(InputError):
         _cli([str(out), "--cases", "0"])
+
+
+def test_grid_from_spacing_or_shape_and_dataset_seeds(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    p = phantom.sample_params(rng, "train", spacing=(0.4, 0.4, 0.5))
+    assert p["spacing"] == [0.4, 0.4, 0.5] and p["shape_xyz"][0] * 0.4 >= 150  # the head still fits
+    p = phantom.sample_params(rng, "train", shape_xyz=(512, 512, 140))
+    assert p["shape_xyz"] == [512, 512, 140] and 0.3 < p["spacing"][0] < 0.5
+    assert phantom.case_seed(7, 3) == phantom.case_seed(7, 3)
+    assert len({phantom.case_seed(7, i) for i in range(20)} | {phantom.case_seed(8, 0)}) == 21
+    folders = phantom.generate_dataset(tmp_path, 2, seed=7, shape_xyz=(64, 64, 32), spacing=(3.0, 3.0, 2.2), start=3)
+    assert [f.name for f in folders] == ["P0003", "P0004"]
+    params = json.loads((folders[0] / "params.json").read_text())
+    assert params["seed"] == phantom.case_seed(7, 3) and params["shape_xyz"] == [64, 64, 32]

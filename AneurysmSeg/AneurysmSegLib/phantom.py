@@ -82,7 +82,7 @@ def sample_params(rng: np.random.Generator, scanner: str = "train", shape_xyz: S
         "spacing": list(spacing),
         "contrast": _u(rng, *((2.4, 6.0) if sh else (3.2, 5.0))),  # proximal vessel / grey matter
         "fat_ratio": _u(rng, *((1.6, 3.6) if sh else (1.8, 2.8))),  # fat / grey matter
-        "wm_ratio": _u(rng, 1.05, 1.25),
+        "wm_ratio": _u(rng, 0.92, 1.2),  # TOF: white matter slightly brighter (T1) or darker (MT) than grey
         "csf_ratio": _u(rng, 0.25, 0.5),
         "noise": _u(rng, *((0.02, 0.14) if sh else (0.03, 0.08))),  # Rician sigma / grey matter
         "gamma": _u(rng, *((0.65, 1.45) if sh else (0.85, 1.15))),
@@ -371,7 +371,7 @@ class _Renderer:
         for s in (1, -1):
             self.paint_ellipsoid(out, xyz, np.array([s * 9.0, 6.0, 24.0]) * hs, np.array([6.0, 24.0, 7.0]) * hs, p["csf_ratio"])
         self.paint_ellipsoid(out, xyz, np.array([0.0, 2.0, 10.0]) * hs, np.array([1.8, 11.0, 7.0]) * hs, p["csf_ratio"])
-        self.paint_ellipsoid(out, xyz, np.array([0.0, -6.0, -1.0]) * hs, np.array([13.0, 10.0, 4.0]) * hs, p["csf_ratio"])
+        self.paint_ellipsoid(out, xyz, np.array([0.0, -6.0, -1.0]) * hs, np.array([11.0, 8.0, 3.5]) * hs, p["csf_ratio"] * 1.2)
         _paint(out, np.where(d_ic < 0, tubes.cistern - 0.8 * lump, 9.0), p["csf_ratio"], h)
         # anterior skull base (orbital roofs, ethmoid) under the frontal lobes, orbits, sphenoid sinus
         base = np.full(self.shape, 0.0, dtype=np.float32)
