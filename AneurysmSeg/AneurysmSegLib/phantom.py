@@ -232,9 +232,9 @@ class _Renderer:
         A = self.A.astype(np.float32)
         return tuple((A[k, 0] * qx + A[k, 1] * qy + A[k, 2] * qz + np.float32(self.b[k])) for k in range(3))
 
-    def paint_ellipsoid(self, out: np.ndarray, coords, centre, semi, value: float) -> None:
-        """Blend ``value`` into an axis-aligned (anatomical) ellipsoid with an anti-aliased edge,
-        working in its bounding box only."""
+    def paint_ellipsoid(self, out: np.ndarray, coords, centre, semi, value, where: np.ndarray | None = None) -> None:
+        """Blend ``value`` (a number or a full-size array) into an axis-aligned (anatomical) ellipsoid with
+        an anti-aliased edge, optionally only ``where`` a full-size mask holds; works in its bounding box."""
         centre, semi = np.asarray(centre, dtype=float), np.asarray(semi, dtype=float)
         grow = semi + 2.0 * self.h
         corners = np.array([[centre[0] + i * grow[0], centre[1] + j * grow[1], centre[2] + k * grow[2]]
@@ -246,7 +246,9 @@ class _Renderer:
             return
         sl = (slice(lo[2], hi[2]), slice(lo[1], hi[1]), slice(lo[0], hi[0]))
         d = _ellipsoid_distance(coords[0][sl], coords[1][sl], coords[2][sl], centre, semi)
-        _paint(out[sl], d, value, self.h)
+        if where is not None:
+            d[~where[sl]] = 9.0
+        _paint(out[sl], d, value[sl] if isinstance(value, np.ndarray) else value, self.h)
 
     # -- vessels --------------------------------------------------------------------------------
     def vessels(self):
@@ -331,7 +333,7 @@ class _Renderer:
 
     # -- tissue ---------------------------------------------------------------------------------
     def tissue(self, tubes: TubeRaster) -> tuple[np.ndarray, np.ndarray]:
-        """Static tissue intensity (grey matter = 1) and the signed distance (mm) outside the head.
+        """Static tissue intensity (grey matter = 1) and the mask of the air around the head.
 
         Layers are painted from the outside in with anti-aliased edges: skin, subcutaneous fat (the
         bright rim), skull (dark tables, moderately bright diploe), CSF, then the brain with white
@@ -345,52 +347,74 @@ class _Renderer:
         lump = smooth_field(rng, self.shape, cell(25.0))
         bumps = smooth_field(rng, self.shape, cell(8.0))  # irregular outlines: no perfect ellipsoid shells
         d_ic = _ellipsoid_distance(ax, ay, az, self.head.centre, self.head.semi_axes) + 2.0 * lump + 0.4 * bumps
-        fat_th = np.maximum((_u(rng, 2.2, 3.8) + smooth_field(rng, self.shape, cell(40.0)) + 0.6 * bumps) * hs, 1.6)
+        fat_th = smooth_field(rng, self.shape, cell(40.0))
+        fat_th += np.float32(_u(rng, 2.2, 3.8))
+        fat_th += 0.6 * bumps
+        del bumps
+        np.maximum(fat_th * np.float32(hs), np.float32(1.6), out=fat_th)
         skull, csf_th, skin_th = _u(rng, 5.0, 8.0), _u(rng, 1.0, 3.0), _u(rng, 1.2, 2.0)
         out = np.zeros(self.shape, dtype=np.float32)  # air
-        d_skin = d_ic - skull - fat_th - skin_th
-        _paint(out, d_skin, _u(rng, 0.9, 1.4), h)  # skin / galea
+        d_fat = d_ic - np.float32(skull)
+        d_fat -= fat_th
+        del fat_th
+        _paint(out, d_fat - np.float32(skin_th), _u(rng, 0.9, 1.4), h)  # skin / galea
+        outside = d_fat > np.float32(skin_th + 2.0)  # air beyond the scalp (for zeroed-background scanners)
         fine = smooth_field(rng, self.shape, cell(2.5))
-        _paint(out, d_ic - skull - fat_th, p["fat_ratio"] * (1 + 0.03 * lump + 0.03 * fine), h)  # fat with septa
+        _paint(out, d_fat, p["fat_ratio"] * (1 + 0.03 * lump + 0.03 * fine), h)  # fat with septa
+        del d_fat
         _paint(out, d_ic - skull, 0.12, h)  # outer table
         _paint(out, d_ic - (skull - 1.8), _u(rng, 0.4, 1.0), h)  # diploe: marrow, moderately bright
         _paint(out, d_ic - 1.8, 0.12, h)  # inner table
         _paint(out, d_ic, p["csf_ratio"], h)  # subarachnoid CSF
         # brain: grey matter cortex, white matter deeper (slightly brighter in TOF), fine texture
-        depth = -d_ic
-        wm = _smoothstep((depth - 9.0 - 4.0 * lump) / 8.0)
-        tex = 1.0 + p["texture"] * fine
-        _paint(out, d_ic + csf_th, (1.0 + (p["wm_ratio"] - 1.0) * wm) * tex, h)
+        brain = _smoothstep((-d_ic - 9.0 - 4.0 * lump) / 8.0)  # white-matter weight
+        brain *= np.float32(p["wm_ratio"] - 1.0)
+        brain += 1.0
+        fine *= np.float32(p["texture"])
+        fine += 1.0
+        brain *= fine
+        del fine
+        _paint(out, d_ic + np.float32(csf_th), brain, h)
+        del brain
         # sulci: thin CSF sheets where a random field crosses zero, only in the cortical ribbon
         sulc = np.abs(smooth_field(rng, self.shape, cell(6.0)))
-        ribbon = (depth > csf_th) & (depth < 16.0 + 6.0 * lump)
-        _paint(out, np.where(ribbon, (sulc - 0.09) * 8.0, 9.0), p["csf_ratio"] * 1.1, h)
+        sulc -= np.float32(0.09)
+        sulc *= np.float32(8.0)
+        sulc[(d_ic > -csf_th) | (d_ic < -16.0 - 6.0 * lump)] = 9.0
+        _paint(out, sulc, p["csf_ratio"] * 1.1, h)
+        del sulc
         # interhemispheric fissure (falx) above the circle of Willis, ventricles, basal cisterns
-        fiss = np.abs(ax - 1.5 * lump) - 0.6
-        _paint(out, np.where((az > 12.0) & (depth > 0) & (ay < 60), fiss, 9.0), p["csf_ratio"], h)
+        fiss = np.abs(ax - 1.5 * lump) - np.float32(0.6)
+        fiss[(az <= 12.0) | (d_ic >= 0) | (ay >= 60)] = 9.0
+        _paint(out, fiss, p["csf_ratio"], h)
+        del fiss
         for s in (1, -1):
             self.paint_ellipsoid(out, xyz, np.array([s * 9.0, 6.0, 24.0]) * hs, np.array([6.0, 24.0, 7.0]) * hs, p["csf_ratio"])
         self.paint_ellipsoid(out, xyz, np.array([0.0, 2.0, 10.0]) * hs, np.array([1.8, 11.0, 7.0]) * hs, p["csf_ratio"])
         self.paint_ellipsoid(out, xyz, np.array([0.0, -6.0, -1.0]) * hs, np.array([11.0, 8.0, 3.5]) * hs, p["csf_ratio"] * 1.2)
-        _paint(out, np.where(d_ic < 0, tubes.cistern - 0.8 * lump, 9.0), p["csf_ratio"], h)
+        cist = tubes.cistern
+        cist -= 0.8 * lump
+        cist[d_ic >= 0] = 9.0
+        _paint(out, cist, p["csf_ratio"], h)
+        tubes.cistern = None  # done with it: free the memory
         # anterior skull base (orbital roofs, ethmoid) under the frontal lobes, orbits, sphenoid sinus
-        base = np.full(self.shape, 0.0, dtype=np.float32)
-        self.paint_ellipsoid(base, xyz, np.array([0.0, -50.0, -31.0]) * hs, np.array([42.0, 45.0, 22.0]) * hs, 1.0)
-        base *= (d_ic < skull)
-        out += base * (0.18 + 0.1 * lump - out)
+        lump *= np.float32(0.1)
+        lump += np.float32(0.18)
+        self.paint_ellipsoid(out, xyz, np.array([0.0, -50.0, -31.0]) * hs, np.array([42.0, 45.0, 22.0]) * hs, lump,
+                             where=d_ic < skull)
         for s in (1, -1):
             self.paint_ellipsoid(out, xyz, np.array([s * 29.0, -52.0, -22.0]) * hs, np.array([12.0, 15.0, 10.0]) * hs,
                                  p["fat_ratio"] * 0.85)
             self.paint_ellipsoid(out, xyz, np.array([s * 31.0, -61.0, -20.0]) * hs, np.array([9.5, 9.5, 9.5]) * hs, 0.35)
         self.paint_ellipsoid(out, xyz, np.array([0.0, -25.0, -30.0]) * hs, np.array([12.0, 10.0, 10.0]) * hs, 0.02)
-        return out, d_skin
+        return out, outside
 
     # -- the whole case -------------------------------------------------------------------------
     def render(self) -> PhantomCase:
         p, rng = self.p, self.rng
         tree, tubes = self.vessels()
         specs, sites, sd_an, ids = self.aneurysms(tree, tubes)
-        tissue, d_head = self.tissue(tubes)
+        tissue, outside = self.tissue(tubes)
         vessel_mask = tubes.label
         labels = np.zeros(self.shape, dtype=np.uint8)
         bright = np.float32(p["contrast"]) * tubes.value
@@ -401,11 +425,18 @@ class _Renderer:
             zyx = self.paint_aneurysm(i, spec, site, ids, sd_an, tubes, labels, bright, tissue, het)
             if len(zyx):  # one ADAM location per aneurysm, even when the parent vessel splits its label
                 (treated if spec.treated else locations).append(self.location(zyx))
-        sd_all = np.minimum(tubes.sd, sd_an)
-        h = float(np.exp(np.mean(np.log(self.spacing))))
-        occ = np.clip(0.5 - sd_all / h, 0.0, 1.0)
-        img = tissue * (1 - occ) + bright * occ
-        img = self.scanner_effects(img, d_head)
+        del het, ids
+        # partial volume: occupancy of the lumen (vessels and sacs) blends lumen and tissue signal
+        occ = np.minimum(tubes.sd, sd_an, out=sd_an)
+        occ *= np.float32(-1.0 / self.h)
+        occ += np.float32(0.5)
+        np.clip(occ, 0.0, 1.0, out=occ)
+        bright -= tissue
+        bright *= occ
+        tissue += bright
+        del bright, occ, sd_an
+        tubes.sd = tubes.value = None
+        img = self.scanner_effects(tissue, outside)
         p["aneurysms"] = [{"site": s.site, "diameter_mm": round(s.diameter_mm, 2), "treated": s.treated,
                            "kind": s.extra["kind"], "signal_loss": round(s.signal_loss, 3)} for s in specs]
         p["variants"] = tree.variants
@@ -453,7 +484,7 @@ class _Renderer:
         bright[zz[nearer], yy[nearer], xx[nearer]] = val[nearer]
         return np.stack([zz[in_sac], yy[in_sac], xx[in_sac]], axis=1)
 
-    def scanner_effects(self, img: np.ndarray, d_head: np.ndarray) -> np.ndarray:
+    def scanner_effects(self, img: np.ndarray, outside: np.ndarray) -> np.ndarray:
         """Slab profile, bias field, point-spread blur, Rician noise, gamma and intensity range."""
         p, rng, sp = self.p, self.rng, self.spacing
         nz = self.shape[0]
@@ -469,15 +500,23 @@ class _Renderer:
         sigma = np.float32(p["noise"])
         if p["noise_map"] > 0:
             sigma = sigma * np.exp(np.float32(p["noise_map"]) * smooth_field(rng, self.shape, tuple(60.0 / sp[::-1])))
-        n1 = rng.standard_normal(self.shape, dtype=np.float32) * sigma
-        n2 = rng.standard_normal(self.shape, dtype=np.float32) * sigma
-        img = np.sqrt((img + n1) ** 2 + n2 ** 2)
+        # Rician magnitude: |signal + complex Gaussian noise|, computed in place
+        n = rng.standard_normal(self.shape, dtype=np.float32)
+        n *= sigma
+        img += n
+        np.multiply(img, img, out=img)
+        rng.standard_normal(dtype=np.float32, out=n)
+        n *= sigma
+        np.multiply(n, n, out=n)
+        img += n
+        del n
+        np.sqrt(img, out=img)
         ref = np.float32(p["contrast"])
         img = ref * (img / ref) ** np.float32(p["gamma"])
         top = {"12bit": 4095.0, "int1000": 1000.0, "float1000": 1000.0, "u8": 255.0}[p["intensity_range"]]
         img *= np.float32(top * p["intensity_max"] / ref)
         if p["zero_background"]:
-            img[d_head > 2.0] = 0
+            img[outside] = 0
         if p["intensity_range"] != "float1000":
             img = np.round(np.clip(img, 0, top))
         return img.astype(np.float32)
@@ -512,8 +551,8 @@ def write_case(case: PhantomCase, folder: str | Path) -> Path:
     """Write the ADAM layout (orig/TOF.nii.gz, aneurysms.nii.gz, location.txt) plus vessels and params."""
     folder = Path(folder)
     (folder / "orig").mkdir(parents=True, exist_ok=True)
-    integer = case.params.get("intensity_range") != "float1000"
-    write_image(case.image.array.astype(np.int16 if integer else np.float32), case.geometry, folder / "orig" / "TOF.nii.gz")
+    dtype = {"float1000": np.float32, "u8": np.uint8}.get(case.params.get("intensity_range"), np.int16)
+    write_image(case.image.array.astype(dtype), case.geometry, folder / "orig" / "TOF.nii.gz")
     write_image(case.aneurysms.astype(np.uint8), case.geometry, folder / "aneurysms.nii.gz")
     write_image(case.vessels.astype(np.uint8), case.geometry, folder / "vessels.nii.gz")
     lines = [f"{x}, {y}, {z}, {r:.2f}" for x, y, z, r in case.locations]
