@@ -35,6 +35,9 @@ CONTOUR_DILATION_MM = 0.5
 MIN_SPECK_MM3 = 3.0
 #: Grid (mm) of the head / rim / blob masks: they need no finer detail, and it keeps them fast.
 MASK_SPACING_MM = 1.4
+#: Closing radius (mm) of the head mask: air cavities opening to the outside (sphenoid sinus, nasal
+#: cavity, mastoid) are head, not skin, so the carotid siphons beside them keep their depth.
+HEAD_CLOSING_MM = 10.0
 #: Depth (mm under the skin) always excluded: skin and most subcutaneous fat; no artery lies there.
 RIM_MM = 5.0
 #: Bright components with most voxels shallower than this (mm) are scalp fat / diploe, not arteries.
@@ -49,6 +52,8 @@ SIGNIFICANCE_SD = 4.0
 HALF_MAXIMUM = 0.5
 #: Radius (mm) of the neighbourhood in which a voxel's local peak is sought.
 LOCAL_MAX_MM = 0.8
+#: Scale (mm) over which the local tissue level is averaged (bias fields vary over centimetres).
+TISSUE_SMOOTH_MM = 8.0
 #: Excluded bright tissue takes this margin (mm) for its dimmer partial-volume edge.
 RIM_MARGIN_MM = 1.5
 #: Bright tissue with a core deeper than BLOB_CORE_MM of over BLOB_MIN_CORE_MM3 is fat, not vessel.
@@ -76,9 +81,11 @@ class Preprocessed:
     coarse_brain: np.ndarray  #: bool on the coarse grid: intracranial region (no scalp/fat/skull)
     coarse_arteries: np.ndarray  #: bool on the coarse grid: extracted arteries
     background: float = 0.0  #: raw intensity used to pad outside the image (the air level)
-    tissue_level: float = 0.0  #: brain tissue level (z units): the base of the half-maximum rule
+    tissue_level: float = 0.0  #: median brain tissue level (z units); artery_threshold is relative to it
+    coarse_tissue: np.ndarray | None = None  #: local tissue level (z units) on the coarse grid
     _sitk_image: sitk.Image | None = field(default=None, repr=False, compare=False)
     _sitk_arteries: sitk.Image | None = field(default=None, repr=False, compare=False)
+    _sitk_tissue: sitk.Image | None = field(default=None, repr=False, compare=False)
 
     def sitk_image(self) -> sitk.Image:
         """The original image as SimpleITK, converted once (each VOI resamples from it)."""
@@ -91,6 +98,14 @@ class Preprocessed:
         if self._sitk_arteries is None:
             self._sitk_arteries = to_sitk(self.coarse_arteries.astype(np.float32), self.coarse.geometry)
         return self._sitk_arteries
+
+    def tissue_on(self, dst: Geometry, shape_zyx: Sequence[int]) -> np.ndarray | float:
+        """The local tissue level resampled onto another grid (the median level if there is none)."""
+        if self.coarse_tissue is None:
+            return self.tissue_level
+        if self._sitk_tissue is None:
+            self._sitk_tissue = to_sitk(self.coarse_tissue.astype(np.float32), self.coarse.geometry)
+        return _resample_sitk(self._sitk_tissue, dst, shape_zyx, True, self.tissue_level)
 
 
 # ------------------------------------------------------------------------------------ grids, resampling
@@ -262,8 +277,20 @@ def _head_low(a: np.ndarray, spacing_zyx: Sequence[float]) -> np.ndarray:
     keep = np.zeros(n + 1, dtype=bool)
     keep[1:] = sizes >= 0.1 * sizes.max()
     mask = keep[labels]
-    mask |= ndimage.binary_closing(mask, structure=_ball(3.0, spacing_zyx))
-    return _fill_holes(mask)
+    return _fill_holes(_close_mm(mask, spacing_zyx, HEAD_CLOSING_MM))
+
+
+def _close_mm(mask: np.ndarray, spacing_zyx: Sequence[float], radius_mm: float) -> np.ndarray:
+    """Morphological closing by a ball of ``radius_mm``, through two distance transforms (fast).
+
+    The mask is edge-padded first: where the head is cut by the field of view (a slab's top and
+    bottom) it continues outward and is not eroded; where air meets the border, the air continues.
+    """
+    pad = [int(np.ceil(radius_mm / s)) + 1 for s in spacing_zyx]
+    work = np.pad(mask, [(p, p) for p in pad], mode="edge")
+    grown = ndimage.distance_transform_edt(~work, sampling=spacing_zyx) <= radius_mm
+    closed = ndimage.distance_transform_edt(grown, sampling=spacing_zyx) > radius_mm
+    return mask | closed[tuple(slice(p, -p) for p in pad)]
 
 
 def head_and_depth(array: np.ndarray, spacing_zyx: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
@@ -412,27 +439,56 @@ def brain_mask(head: np.ndarray, spacing_zyx: Sequence[float], depth: np.ndarray
     if zscored is None or threshold is None:
         return brain
     bright = head & (zscored > threshold)
+    return _exclude_with_margin(brain, non_arterial(bright, depth, spacing_zyx), spacing_zyx, margin_mm)
+
+
+def non_arterial(bright: np.ndarray, depth: np.ndarray, spacing_zyx: Sequence[float]) -> np.ndarray:
+    """The parts of a bright mask that are not arteries: scalp rim, sinuses along the skull, fat blobs."""
     excluded = rim_components(bright, depth)
     superficial = min(SUPERFICIAL_MM, SUPERFICIAL_FRACTION * float(depth.max()))  # small heads, too
     excluded |= superficial_components(bright & ~excluded, depth, superficial)
     excluded |= thick_blobs(bright & ~excluded, spacing_zyx)
-    return _exclude_with_margin(brain, excluded, spacing_zyx, margin_mm)
+    return excluded
 
 
 def tissue_statistics(zscored: np.ndarray, region: np.ndarray | None) -> tuple[float, float]:
-    """Tissue level (median) and spread (MAD as an SD) of ``region``: robust to the vessels in it."""
+    """Tissue level (median) and spread of ``region``, robust to what else the region holds.
+
+    The spread is read from the upper quartile only ((p75 - p50) / 0.674): the lower half holds the
+    dark skull, CSF and sulci that a loose intracranial mask takes in, the far tail the vessels.
+    """
     values = zscored[region] if region is not None and region.any() else np.asarray(zscored).ravel()
     v = values[:: max(1, values.size // 2_000_000)]
-    tissue = float(np.median(v))
-    sigma = 1.4826 * float(np.median(np.abs(v - tissue)))
-    return tissue, max(sigma, 1e-3)
+    p50, p75 = np.percentile(v, [50, 75])
+    return float(p50), max(float(p75 - p50) / 0.6745, 1e-3)
+
+
+def tissue_field(zscored: np.ndarray, region: np.ndarray, spacing_zyx: Sequence[float],
+                 smooth_mm: float = TISSUE_SMOOTH_MM) -> np.ndarray:
+    """Local tissue level: parenchyma-only normalised Gaussian smoothing, on the ~1.4 mm grid.
+
+    Bias fields and the inflow fade up the slab change the tissue level across the scan; measuring
+    vessels against the local level keeps the half-maximum rule honest everywhere. Only voxels near
+    the tissue mode (not CSF, skull or vessel) take part.
+    """
+    tissue, sd = tissue_statistics(zscored, region)
+    parenchyma = region & (np.abs(zscored - tissue) < 2.5 * sd)
+    factors = _mask_factors(spacing_zyx)
+    low_sp = tuple(f * s for f, s in zip(factors, spacing_zyx))
+    weight = _block_mean(parenchyma, factors)
+    value = _block_mean(np.where(parenchyma, zscored, 0.0), factors)
+    sigma = [smooth_mm / s for s in low_sp]
+    num = ndimage.gaussian_filter(value, sigma, mode="nearest")
+    den = ndimage.gaussian_filter(weight, sigma, mode="nearest")
+    low = np.where(den > 0.05, num / np.maximum(den, 1e-6), tissue).astype(np.float32)
+    return _upsample_linear(low, factors, spacing_zyx, zscored.shape)
 
 
 def artery_threshold(zscored: np.ndarray, brain: np.ndarray | None, k: float = SIGNIFICANCE_SD) -> float:
     """Significance threshold (z units): ``k`` robust SDs above the brain's tissue level.
 
-    A structure is an artery candidate where its local peak exceeds this; its extent is then decided
-    by the local half-maximum rule of :func:`artery_mask`, not by this number.
+    A structure is an artery candidate where its local peak exceeds this (measured from the local
+    tissue level); its extent is then decided by the half-maximum rule of :func:`artery_mask`.
     """
     tissue, sigma = tissue_statistics(zscored, brain)
     return tissue + k * sigma
@@ -444,18 +500,18 @@ def local_max(array: np.ndarray, spacing_zyx: Sequence[float], radius_mm: float 
     return ndimage.maximum_filter(array, size=size, mode="nearest")
 
 
-def artery_mask(zscored: np.ndarray, spacing_zyx: Sequence[float], threshold: float, tissue: float,
-                fraction: float = HALF_MAXIMUM) -> np.ndarray:
+def artery_mask(zscored: np.ndarray, spacing_zyx: Sequence[float], tissue: float | np.ndarray,
+                significance: float, fraction: float = HALF_MAXIMUM) -> np.ndarray:
     """Local half-maximum vessel mask: above half-way from tissue to the local peak, peak significant.
 
     A blurred vessel's true wall sits where its profile crosses half its own peak, whatever its
     calibre, inflow enhancement or bias: a global threshold either fattens the bright carotids or
     loses the dimmer distal branches (and fades up the slab); this rule does neither. The peak must
-    exceed ``threshold`` so that tissue noise is never a vessel.
+    stand ``significance`` (z units) above the (local) ``tissue`` level so tissue noise is no vessel.
     """
     z = np.asarray(zscored, dtype=np.float32)
-    peak = local_max(z, spacing_zyx)
-    return (peak > threshold) & (z - tissue > fraction * (peak - tissue))
+    rise = local_max(z, spacing_zyx) - tissue
+    return (rise > significance) & (z - tissue > fraction * rise)
 
 
 def remove_specks(mask: np.ndarray, spacing_zyx: Sequence[float], min_mm3: float = MIN_SPECK_MM3) -> np.ndarray:
@@ -470,16 +526,19 @@ def remove_specks(mask: np.ndarray, spacing_zyx: Sequence[float], min_mm3: float
 
 
 def extract_arteries(zscored: np.ndarray, spacing_zyx: Sequence[float], brain: np.ndarray | None,
-                     threshold: float, tissue: float | None = None,
+                     threshold: float, tissue: float | np.ndarray | None = None,
                      min_mm3: float = MIN_SPECK_MM3) -> np.ndarray:
     """Arteries: :func:`artery_mask` inside the brain region, isolated specks removed.
 
-    ``tissue`` defaults to the brain's median. Distal branches connected to the tree belong to its
-    component and are kept whatever their size.
+    ``threshold`` is the significance level at the brain's median tissue level; ``tissue`` (a number
+    or a local field, see :func:`tissue_field`) defaults to that median. Distal branches connected to
+    the tree belong to its component and are kept whatever their size.
     """
     if tissue is None:
         tissue = tissue_statistics(zscored, brain)[0]
-    mask = artery_mask(zscored, spacing_zyx, threshold, tissue)
+    reference = float(np.median(tissue[brain] if brain is not None and brain.any() else tissue)) \
+        if isinstance(tissue, np.ndarray) else float(tissue)
+    mask = artery_mask(zscored, spacing_zyx, tissue, threshold - reference)
     if brain is not None:
         mask &= brain
     return remove_specks(mask, spacing_zyx, min_mm3)
@@ -522,12 +581,16 @@ def preprocess(image: Image, coarse_spacing: float = COARSE_SPACING_MM) -> Prepr
     deep = depth > DEEP_MM
     provisional = artery_threshold(z, deep if deep.sum() > 1000 else head)
     brain = brain_mask(head, sp, depth=depth, zscored=z, threshold=provisional)
-    tissue, sigma = tissue_statistics(z, brain)
-    thr = tissue + SIGNIFICANCE_SD * sigma
-    arteries = extract_arteries(z, sp, brain, thr, tissue=tissue)
-    return Preprocessed(image=image, mean=mean, std=std, artery_threshold=thr, tissue_level=tissue,
+    local = tissue_field(z, brain, sp)
+    level = float(np.median(local[brain])) if brain.any() else 0.0
+    sigma = tissue_statistics(z - local, brain)[1]
+    thr = level + SIGNIFICANCE_SD * sigma
+    arteries = extract_arteries(z, sp, brain, thr, tissue=local)
+    arteries &= ~non_arterial(arteries, depth, sp)  # what the local rule found at the scalp's edge
+    return Preprocessed(image=image, mean=mean, std=std, artery_threshold=thr, tissue_level=level,
                         coarse=Image(z, grid, image.source), coarse_head=head, coarse_brain=brain,
-                        coarse_arteries=arteries, background=background, _sitk_image=img_sitk)
+                        coarse_arteries=arteries, background=background, coarse_tissue=local,
+                        _sitk_image=img_sitk)
 
 
 def coarse_roi(pre: Preprocessed, margin_mm: float = 6.0) -> np.ndarray:
@@ -562,7 +625,8 @@ def arteries_on(pre: Preprocessed, dst: Geometry, shape_zyx: Sequence[int],
     radius = GATE_MM - pre.coarse.geometry.spacing[0] / 2.0
     if radius > 0:
         gate = ndimage.binary_dilation(gate, structure=_ball(radius, dst.spacing_zyx))
-    return artery_mask(zscored, dst.spacing_zyx, pre.artery_threshold, pre.tissue_level) & gate
+    significance = pre.artery_threshold - pre.tissue_level
+    return artery_mask(zscored, dst.spacing_zyx, pre.tissue_on(dst, shape_zyx), significance) & gate
 
 
 def voi_channels(pre: Preprocessed, center_lps: Sequence[float], size: int = VOI_SIZE,
