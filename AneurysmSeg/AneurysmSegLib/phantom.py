@@ -91,7 +91,7 @@ def sample_params(rng: np.random.Generator, scanner: str = "train", shape_xyz: S
         "bias": _u(rng, *((0.1, 0.35) if sh else (0.05, 0.2))),
         "psf_xy": _u(rng, 0.45, 0.8),  # Gaussian PSF sigma in voxels
         "psf_z": _u(rng, 0.5, 0.9),
-        "texture": _u(rng, 0.03, 0.08),
+        "texture": _u(rng, 0.015, 0.05),
         "head_scale": _u(rng, *((0.85, 1.15) if sh else (0.92, 1.08))),
         "vessel_scale": _u(rng, 0.95, 1.05),
         "radius_scale": _u(rng, 0.9, 1.12),
@@ -407,6 +407,15 @@ class _Renderer:
                                  p["fat_ratio"] * 0.85)
             self.paint_ellipsoid(out, xyz, np.array([s * 31.0, -61.0, -20.0]) * hs, np.array([9.5, 9.5, 9.5]) * hs, 0.35)
         self.paint_ellipsoid(out, xyz, np.array([0.0, -25.0, -30.0]) * hs, np.array([12.0, 10.0, 10.0]) * hs, 0.02)
+        # central skull base: clivus (fatty marrow, often bright), petrous bones (dark; the petrous ICA runs
+        # through them), mastoid air, and the cavernous sinuses around the siphons (slow venous signal)
+        self.paint_ellipsoid(out, xyz, np.array([0.0, 3.0, -31.0]) * hs, np.array([8.0, 5.0, 13.0]) * hs, _u(rng, 0.3, 1.3))
+        for s in (1, -1):
+            self.paint_ellipsoid(out, xyz, np.array([s * 22.0, 13.0, -31.0]) * hs, np.array([7.0, 7.0, 6.0]) * hs, 0.1)
+            self.paint_ellipsoid(out, xyz, np.array([s * 35.0, 25.0, -29.0]) * hs, np.array([10.0, 9.0, 7.0]) * hs, 0.1)
+            self.paint_ellipsoid(out, xyz, np.array([s * 46.0, 31.0, -36.0]) * hs, np.array([7.0, 7.0, 7.0]) * hs, 0.02)
+            self.paint_ellipsoid(out, xyz, np.array([s * 14.0, -20.0, -17.0]) * hs, np.array([6.0, 9.0, 6.0]) * hs,
+                                 1.0 + 2.0 * p["venous"])
         return out, outside
 
     # -- the whole case -------------------------------------------------------------------------

@@ -154,6 +154,18 @@ class TreeBuilder:
         self.branches[name] = b
         return b
 
+    def maybe_infundibulum(self, b: Branch, probability: float) -> None:
+        """Sometimes widen a branch's origin into a funnel (infundibulum, under 3 mm): part of the vessel,
+        not an aneurysm; real scans have them and they are a classic false positive."""
+        if self.rng.random() >= probability:
+            return
+        arc = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(b.points, axis=0), axis=1))])
+        length = self.rng.uniform(1.5, 3.0)
+        r_mouth = max(float(b.radii[0]) * 1.6, self.rng.uniform(0.9, 1.4))
+        cone = r_mouth + (b.radii - r_mouth) * np.clip(arc / length, 0, 1)
+        b.radii = np.maximum(b.radii, cone)
+        self.variants.append(f"infundibulum_{b.name}")
+
     def tangent(self, name: str, index: int) -> np.ndarray:
         p = self.branches[name].points
         i0, i1 = max(0, index - 3), min(len(p) - 1, index + 3)
@@ -245,8 +257,9 @@ class TreeBuilder:
         self.add(f"Ophth_{tag}", [ica.points[oi], ica.points[oi] + np.array([s * 3, -8, -1]),
                                   np.array([s * 26, -55, -14]) * self.g], 0.55, 0.35, parent=f"ICA_{tag}")
         # anterior choroidal artery (small, posterior from the supraclinoid ICA)
-        self.add(f"AChA_{tag}", [term - np.array([0, 2, 1]), term + np.array([s * 6, 10, 2]), term + np.array([s * 14, 25, 8])],
-                 0.35, 0.25, parent=f"ICA_{tag}", tort=1.0)
+        acha = self.add(f"AChA_{tag}", [term - np.array([0, 2, 1]), term + np.array([s * 6, 10, 2]),
+                                        term + np.array([s * 14, 25, 8])], 0.35, 0.25, parent=f"ICA_{tag}", tort=1.0)
+        self.maybe_infundibulum(acha, 0.08)
         # MCA bifurcation: superior and inferior M2 trunks in the sylvian fissure/insula
         bif = self.branches[f"M1_{tag}"].points[-1]
         m2_r = m1_r * rng.uniform(0.68, 0.8)
@@ -290,8 +303,9 @@ class TreeBuilder:
         if rng.random() < 0.15 and f"fetal_PCA_{tag}" not in self.variants:
             self.variants.append(f"absent_PcomA_{tag}")
         else:
-            self.add(f"PcomA_{tag}", [ica.points[ii], self.jit((s * 12, -3, -0.5), 1.0), J[f"P1P2_{tag}"]],
-                     pcom_r, pcom_r, parent=f"ICA_{tag}", cistern=1.5, tort=0.3)
+            pc = self.add(f"PcomA_{tag}", [ica.points[ii], self.jit((s * 12, -3, -0.5), 1.0), J[f"P1P2_{tag}"]],
+                          pcom_r, pcom_r, parent=f"ICA_{tag}", cistern=1.5, tort=0.3)
+            self.maybe_infundibulum(pc, 0.2)
             out = np.array([s * 0.5, 1.0, -0.3])
             t = self.tangent(f"ICA_{tag}", ii)
             self.site(f"ICA_PcomA_{tag}", ica.points[ii], out - t * np.dot(out, t), ica.radii[ii], 0.10)
