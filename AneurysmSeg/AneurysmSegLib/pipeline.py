@@ -98,7 +98,7 @@ def _segment(image: Image, models: LoadedModels, given: list[Seed], detect: bool
     detected: list[Seed] = []
     if detect:
         t = time.perf_counter()
-        found = detect_stage.detect(pre, models.coarse, segment_out=models.coarse_segment_out,
+        found = detect_stage.detect(pre, models.coarse, segment_out=None,
                                     context=models.coarse_context, device=models.device, threshold=threshold,
                                     merge_distance_mm=models.voi_size * models.fine_spacing[0] / 4,
                                     batch_size=batch_size, progress=prog.stage("detection"), cancel=cancel)
