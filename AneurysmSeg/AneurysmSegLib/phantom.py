@@ -3,16 +3,19 @@
 The project has no real scans to ship, so the bundled weights are trained on these phantoms: the
 closer they look like real TOF-MRA, the better the weights transfer. A case is one random draw
 (deterministic from its seed) of anatomy (:mod:`phantom_anatomy`: circle of Willis with carotid
-siphons, vertebrobasilar system, cortical branches; saccular aneurysms at bifurcations and outer
-bends) and of scanner parameters (spacing, contrast, noise, gamma, bias, inflow, intensity range),
-rendered on the voxel grid by :mod:`phantom_raster` and the appearance model below: brain with
-texture and sulci, CSF, skull, a bright subcutaneous fat rim, orbits, inflow enhancement fading
-up the slab, partial volume, point-spread blur, bias field and Rician noise.
+siphons, vertebrobasilar system, cortical branches, anatomical variants and infundibula; saccular
+aneurysms at bifurcations and outer bends, some lobulated or with blebs, some treated) and of scanner
+parameters (spacing, contrast, noise, gamma, bias, inflow, intensity range), rendered on the voxel
+grid by :mod:`phantom_raster` and the appearance model below: brain with texture, sulci, ventricles
+and cisterns, skull and skull base, a bright subcutaneous fat rim, orbits, venous sinuses and
+micro-vessels (unlabelled), inflow enhancement fading up the slab, partial volume, point-spread blur,
+bias field and Rician noise. Pictures: ``docs/phantom_*.png``.
 
 Files follow the ADAM 2020 layout: ``orig/TOF.nii.gz``, ``aneurysms.nii.gz`` (0 background,
 1 aneurysm, 2 treated aneurysm), ``location.txt`` (``x, y, z, r`` per untreated aneurysm: voxel
 centre and maximum radius in millimetres, as ADAM's evaluation compares it with physical distances),
-plus ``vessels.nii.gz`` (tube union, aneurysm sacs excluded) and ``params.json``.
+plus ``vessels.nii.gz`` (arterial tube union; sacs, veins and micro-vessels excluded; arteries below
+a voxel's width drawn one voxel wide) and ``params.json``.
 """
 
 from __future__ import annotations
@@ -59,7 +62,17 @@ def _u(rng: np.random.Generator, lo: float, hi: float) -> float:
 
 def sample_params(rng: np.random.Generator, scanner: str = "train", shape_xyz: Sequence[int] | None = None,
                   spacing: Sequence[float] | None = None) -> dict[str, Any]:
-    """Random scanner/case parameters; ``shifted`` draws from wider, shifted ranges (generalisation tests)."""
+    """Random scanner/case parameters; ``shifted`` draws from wider, shifted ranges (generalisation tests).
+
+    Intensities are relative to grey matter (= 1): ``contrast`` proximal arteries, ``fat_ratio`` the
+    scalp fat, ``csf_ratio``/``wm_ratio``; ``noise`` Rician sigma (``noise_map``: its spatial spread);
+    ``inflow_length_mm``/``inflow_fade`` the saturation of blood along its path in the slab and towards
+    the top; ``psf_xy``/``psf_z`` Gaussian blur in voxels; ``gamma``, ``intensity_range`` (12bit, int1000,
+    float1000, u8) and ``intensity_max`` the stored values; ``zero_background``, ``multislab`` (venetian
+    blind), ``oblique_deg`` (slab tilt), ``rotation_deg`` (head), ``head_scale``, ``cow_offset_mm`` and
+    ``cow_height`` (position of the circle of Willis in the slab); ``n_aneurysms`` and ``treated``
+    (one extra treated aneurysm). Any key can be overridden in :func:`generate_case`.
+    """
     if scanner not in SCANNERS:
         raise ValueError(f"scanner must be one of {SCANNERS}, got {scanner!r}")
     sh = scanner == "shifted"

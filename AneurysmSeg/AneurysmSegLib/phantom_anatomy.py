@@ -259,7 +259,7 @@ class TreeBuilder:
         # anterior choroidal artery (small, posterior from the supraclinoid ICA)
         acha = self.add(f"AChA_{tag}", [term - np.array([0, 2, 1]), term + np.array([s * 6, 10, 2]),
                                         term + np.array([s * 14, 25, 8])], 0.35, 0.25, parent=f"ICA_{tag}", tort=1.0)
-        self.maybe_infundibulum(acha, 0.08)
+        self.maybe_infundibulum(acha, 0.05)
         # MCA bifurcation: superior and inferior M2 trunks in the sylvian fissure/insula
         bif = self.branches[f"M1_{tag}"].points[-1]
         m2_r = m1_r * rng.uniform(0.68, 0.8)
@@ -305,7 +305,7 @@ class TreeBuilder:
         else:
             pc = self.add(f"PcomA_{tag}", [ica.points[ii], self.jit((s * 12, -3, -0.5), 1.0), J[f"P1P2_{tag}"]],
                           pcom_r, pcom_r, parent=f"ICA_{tag}", cistern=1.5, tort=0.3)
-            self.maybe_infundibulum(pc, 0.2)
+            self.maybe_infundibulum(pc, 0.12)
             out = np.array([s * 0.5, 1.0, -0.3])
             t = self.tangent(f"ICA_{tag}", ii)
             self.site(f"ICA_PcomA_{tag}", ica.points[ii], out - t * np.dot(out, t), ica.radii[ii], 0.10)

@@ -15,7 +15,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--spacing", type=float, nargs=3, metavar=("SX", "SY", "SZ"), help="voxel size in mm (default: random)")
     p.add_argument("--scanner", choices=("train", "shifted"), default="train",
                    help="scanner parameter distribution: 'shifted' differs from training (generalisation tests)")
-    p.add_argument("--aneurysms", type=int, default=None, help="force this many aneurysms per case")
+    p.add_argument("--aneurysms", type=int, default=None, help="force this many aneurysms per case (and no treated one)")
     p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
                    help="override drawn parameters, e.g. noise=0.05 intensity_range=int1000 (values parsed as JSON)")
     p.add_argument("--preview", type=Path, default=None, help="also write MIP, slice and aneurysm close-up pictures of the first case: PREFIX_mip.png, ...")
