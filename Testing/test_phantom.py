@@ -88,8 +88,10 @@ def test_appearance_vessels_and_fat_bright(case: phantom.PhantomCase) -> None:
 
 
 def test_zero_aneurysms_and_written_layout(tmp_path: Path) -> None:
-    case = phantom.generate_case(5, SHAPE, SPACING, n_aneurysms=0, treated=False)
+    case = phantom.generate_case(5, SHAPE, SPACING, n_aneurysms=0, treated=False, oblique_deg=12.0)
     assert not case.aneurysms.any() and case.locations == []
+    assert abs(case.geometry.direction_matrix[1, 2]) > 0.1, "an oblique slab"
+    assert np.allclose(case.geometry.direction_matrix @ case.geometry.direction_matrix.T, np.eye(3), atol=1e-9)
     folder = phantom.write_case(case, tmp_path / "P0000")
     assert (folder / "location.txt").read_text() == ""
     tof = sitk.ReadImage(str(folder / "orig" / "TOF.nii.gz"))
