@@ -209,11 +209,16 @@ def verify_file(path: Path, expected_sha256: str) -> None:
     _VERIFIED[key] = actual
 
 
-def _load_script(path: Path, device: torch.device) -> torch.jit.ScriptModule:
+def _load_script(path: Path, device: torch.device, saved_with: str | None) -> torch.jit.ScriptModule:
     try:
         module = torch.jit.load(str(path), map_location=device)
     except Exception as exc:  # torch raises RuntimeError/ValueError variants
-        raise ModelError(f"model file {path} is not loadable TorchScript ({type(exc).__name__}): {_HOW_TO_FIX}") from exc
+        first = (str(exc).strip().splitlines() or [""])[0].split(". ")[0][:200]
+        versions = f"saved with torch {saved_with}, this is torch {torch.__version__}; " if saved_with else ""
+        raise ModelError(
+            f"model file {path} is not loadable TorchScript ({type(exc).__name__}: {first}; {versions}"
+            f"{_HOW_TO_FIX})"
+        ) from exc
     return module.eval()
 
 
@@ -278,5 +283,5 @@ def load_models(model_dir: str | os.PathLike | None = None, device: str | torch.
         entry = manifest[kind]
         path = model_dir / entry["file"]
         verify_file(path, entry["sha256"])
-        loaded[kind] = _load_script(path, dev)
+        loaded[kind] = _load_script(path, dev, manifest.get("torch_version"))
     return LoadedModels(loaded["coarse"], loaded["fine"], manifest, dev, model_dir)
