@@ -101,7 +101,12 @@ def main(argv: list[str] | None = None) -> int:
         labels = (read_image(args.case / "aneurysms.nii.gz").array == 1).astype(np.uint8)
         from scipy import ndimage
 
-        labels, count = ndimage.label(labels)
+        components, count = ndimage.label(labels)
+        sizes = ndimage.sum(components > 0, components, range(1, count + 1))
+        order = np.argsort(-np.asarray(sizes)) + 1  # number by descending volume, as the pipeline does
+        labels = np.zeros_like(components)
+        for newLabel, oldLabel in enumerate(order, start=1):
+            labels[components == oldLabel] = newLabel
         seeds = {i: Seed(position_lps=(0.0, 0.0, 0.0), label=f"GT{i}") for i in range(1, count + 1)}
         aneurysms = measure_labels(labels, geometry, seeds)
         for a in aneurysms:
@@ -131,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     text.SetInput(caption + "\nsynthetic phantom; demonstration only, not for clinical use")
     text.GetTextProperty().SetFontSize(18)
     text.GetTextProperty().SetColor(0.95, 0.95, 0.95)
+    text.GetTextProperty().SetBackgroundColor(0.0, 0.0, 0.0)
+    text.GetTextProperty().SetBackgroundOpacity(0.55)
     text.SetPosition(12, 12)
     renderer.AddViewProp(text)
 
