@@ -66,6 +66,20 @@ def test_deepmedic_subsampled_pathway_matters() -> None:
         assert (model(x) - model(y)).abs().max() > 1e-4
 
 
+def test_deepmedic_receptive_field() -> None:
+    """Output block 0..2 (first axis) sees input 0..50 (17 pooled voxels) and nothing beyond."""
+    model = tiny_deepmedic().eval()
+    x = torch.randn(1, 1, 57, 57, 57)
+    far, near = x.clone(), x.clone()
+    far[:, :, 51:] += 10.0
+    near[:, :, 50] += 10.0
+    with torch.no_grad():
+        base, a, b = model(x), model(far), model(near)
+    torch.testing.assert_close(a[:, :, :3], base[:, :, :3])
+    assert (b[:, :, :3] - base[:, :, :3]).abs().max() > 1e-4
+    assert DeepMedic.receptive_field_subsampled == 51 and DeepMedic.receptive_field_normal == 17
+
+
 def test_residual_add_pads_channels_and_crops() -> None:
     x = torch.ones(1, 4, 5, 5, 5)
     shortcut = torch.arange(3 * 9**3, dtype=torch.float32).reshape(1, 3, 9, 9, 9)

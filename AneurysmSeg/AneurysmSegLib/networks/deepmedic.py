@@ -72,8 +72,9 @@ class DeepMedic(nn.Module):
     ``seed`` makes the initial weights independent of the global RNG (None: use it).
     """
 
-    context: int = 48
-    subsample_factor: int = 3
+    context: int = 48  # input size - output size, per axis
+    receptive_field_normal: int = 17  # voxels per axis at full resolution
+    receptive_field_subsampled: int = 51  # 17 pooled voxels x 3
 
     def __init__(
         self,
