@@ -545,9 +545,10 @@ class _Renderer:
 
     def location(self, zyx: np.ndarray) -> tuple[int, int, int, float]:
         """ADAM-style (x, y, z, radius_mm) of one aneurysm from its labelled voxels: the centroid (voxel
-        index, rounded) and the largest distance from it to a voxel centre plus half a voxel (mm)."""
+        index, rounded) and the largest distance from it to a voxel centre plus half the largest voxel side
+        (mm), the same definition as metrics.reference_locations."""
         centre = zyx.mean(axis=0)
-        r = float(np.max(np.linalg.norm((zyx - centre) * self.spacing[::-1], axis=1)) + 0.5 * np.min(self.spacing))
+        r = float(np.max(np.linalg.norm((zyx - centre) * self.spacing[::-1], axis=1)) + 0.5 * np.max(self.spacing))
         cx, cy, cz = np.round(centre[::-1]).astype(int)
         return int(cx), int(cy), int(cz), round(r, 2)
 
