@@ -135,3 +135,51 @@ def test_extension_cmake_and_self_test_registration():
     testing = (MODULE_DIR / "Testing" / "Python" / "CMakeLists.txt").read_text(encoding="utf-8")
     assert "slicer_add_python_unittest" in testing and "${MODULE_NAME}.py" in testing
     assert "add_subdirectory(Python)" in (MODULE_DIR / "Testing" / "CMakeLists.txt").read_text(encoding="utf-8")
+
+
+SLICER_STUB = """# Stand-in for a Slicer build tree: records what the extension asks Slicer's macros to build.
+set(Slicer_USE_FILE ${CMAKE_CURRENT_LIST_DIR}/empty.cmake)
+set(Slicer_EXTENSION_GENERATE_CONFIG ${CMAKE_CURRENT_LIST_DIR}/empty.cmake)
+set(Slicer_EXTENSION_CPACK ${CMAKE_CURRENT_LIST_DIR}/empty.cmake)
+function(slicerMacroBuildScriptedModule)
+  cmake_parse_arguments(M "WITH_GENERIC_TESTS;WITH_SUBDIR" "NAME" "SCRIPTS;RESOURCES" ${ARGN})
+  file(WRITE ${CMAKE_BINARY_DIR}/module.txt "${M_NAME}\\n${M_WITH_GENERIC_TESTS}\\n${M_SCRIPTS}\\n${M_RESOURCES}\\n")
+endfunction()
+function(slicer_add_python_unittest)
+  cmake_parse_arguments(T "" "SCRIPT" "SLICER_ARGS;TESTNAME_PREFIX" ${ARGN})
+  file(WRITE ${CMAKE_BINARY_DIR}/unittest.txt "${T_SCRIPT}")
+endfunction()
+file(WRITE ${CMAKE_BINARY_DIR}/extension.txt "${EXTENSION_HOMEPAGE}\\n${EXTENSION_CATEGORY}\\n${EXTENSION_SCREENSHOTURLS}\\n")
+"""
+
+
+def test_cmake_configures_and_builds_every_file(tmp_path):
+    """The real CMake files, configured by CMake against a stand-in for Slicer's macros: the module
+    gets every Python file and resource of the source tree, the self-test script is registered."""
+    import shutil
+    import subprocess
+
+    cmake = shutil.which("cmake")
+    if cmake is None:
+        pytest.skip("cmake is not installed")
+    stub = tmp_path / "slicer"
+    stub.mkdir()
+    (stub / "SlicerConfig.cmake").write_text(SLICER_STUB)
+    (stub / "empty.cmake").write_text("")
+    build = tmp_path / "build"
+    run = subprocess.run([cmake, "-S", str(ROOT), "-B", str(build), f"-DSlicer_DIR={stub}", "-DBUILD_TESTING=ON"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    name, genericTests, scripts, resources = (build / "module.txt").read_text().splitlines()
+    assert name == "AneurysmSeg" and genericTests == "TRUE"
+    expectedScripts = {p.relative_to(MODULE_DIR).as_posix() for p in MODULE_DIR.rglob("*.py")
+                       if not {"Testing", "Resources"} & set(p.relative_to(MODULE_DIR).parts)}
+    assert set(scripts.split(";")) == expectedScripts
+    expectedResources = {p.relative_to(MODULE_DIR).as_posix() for p in (MODULE_DIR / "Resources").rglob("*")
+                         if p.is_file() and "__pycache__" not in p.parts and not p.name.startswith(".")}
+    assert set(resources.split(";")) == expectedResources
+    assert "Resources/UI/AneurysmSeg.ui" in expectedResources and "Resources/Icons/AneurysmSeg.png" in expectedResources
+    assert Path((build / "unittest.txt").read_text()).resolve() == MODULE_PY
+    homepage, category, screenshots = (build / "extension.txt").read_text().splitlines()
+    assert category == "Segmentation" and homepage.startswith("https://")
+    assert screenshots.endswith("Resources/Screenshots/3d.png")
