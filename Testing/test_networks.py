@@ -158,6 +158,16 @@ def test_se_unet_se_positions_and_widths() -> None:
         SEUNet3D(se_positions=("bottleneck",))
 
 
+def test_se_unet_max_filters_caps_widths() -> None:
+    capped = SEUNet3D(in_channels=1, base_filters=2, max_filters=8).eval()
+    assert [lvl.conv.out_channels for lvl in capped.encoder] == [2, 4, 8, 8, 8]
+    full = SEUNet3D(in_channels=1, base_filters=2)
+    n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert n(capped) < n(full)
+    with torch.no_grad():
+        assert capped(torch.randn(1, 1, 32, 32, 32)).shape == (1, 1, 32, 32, 32)
+
+
 def test_se_unet_deep_supervision_adds_segmentation_layers() -> None:
     def heads(model: SEUNet3D) -> int:
         return sum(1 for d in model.decoder if d.has_head)

@@ -112,7 +112,10 @@ class SEUNet3D(nn.Module):
     """Isensee-style 3D U-Net with SE blocks; ``in_channels=2`` is the paper's dual-channel input
     (z-scored vessel image + vessel contour), ``in_channels=1`` the single-channel baseline.
 
-    ``seed`` makes the initial weights independent of the global RNG (None: use it).
+    ``max_filters`` caps the doubling widths (nnU-Net style): the default 16..256 network is 9.5 M
+    parameters (38 MB as float32), mostly in the 256-channel bottom; a cap of 128 keeps Isensee's
+    five levels at a fraction of the size. ``seed`` makes the initial weights independent of the
+    global RNG (None: use it).
     """
 
     def __init__(
@@ -125,6 +128,7 @@ class SEUNet3D(nn.Module):
         se_reduction: int = 4,
         se_positions: Sequence[str] = SE_POSITIONS,
         deep_supervision: bool = True,
+        max_filters: int | None = None,
         seed: int | None = None,
     ) -> None:
         super().__init__()
@@ -142,8 +146,11 @@ class SEUNet3D(nn.Module):
             se_reduction=int(se_reduction),
             se_positions=list(se_positions),
             deep_supervision=bool(deep_supervision),
+            max_filters=None if max_filters is None else int(max_filters),
         )
         widths = [base_filters * 2**i for i in range(depth)]
+        if max_filters is not None:
+            widths = [min(w, int(max_filters)) for w in widths]
         self.divisor = 2 ** (depth - 1)
         enc = []
         c = in_channels
