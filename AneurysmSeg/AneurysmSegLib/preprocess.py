@@ -38,14 +38,15 @@ MASK_SPACING_MM = 1.4
 #: Closing radius (mm) of the head mask: air cavities opening to the outside (sphenoid sinus, nasal
 #: cavity, mastoid) are head, not skin, so the carotid siphons beside them keep their depth.
 HEAD_CLOSING_MM = 10.0
-#: Depth (mm under the skin) always excluded: skin and most subcutaneous fat; no artery lies there.
-RIM_MM = 5.0
-#: Bright components with most voxels shallower than this (mm) are scalp fat / diploe, not arteries.
-SHELL_MM = 9.0
+#: Depth (mm under the skin) always excluded: skin and subcutaneous fat; no artery lies there.
+RIM_MM = 9.0
 #: Bright components with most voxels shallower than this (mm) run along the skull: venous sinuses.
 SUPERFICIAL_MM = 20.0
 #: ... or shallower than this fraction of the head's largest depth, whichever is less (small heads).
 SUPERFICIAL_FRACTION = 0.3
+#: Superficial structures lose only their voxels shallower than this (mm; or fraction of the largest
+#: depth): the arterial tree's core is always deeper and survives any contact with them.
+PROTECT_MM, PROTECT_FRACTION = 30.0, 0.45
 #: An artery candidate's local peak must stand this many robust tissue SDs above the tissue level.
 SIGNIFICANCE_SD = 4.0
 #: Vessel walls sit at this fraction of the way from tissue to the local peak (half maximum).
@@ -57,7 +58,10 @@ TISSUE_SMOOTH_MM = 8.0
 #: Excluded bright tissue takes this margin (mm) for its dimmer partial-volume edge.
 RIM_MARGIN_MM = 1.5
 #: Bright tissue with a core deeper than BLOB_CORE_MM of over BLOB_MIN_CORE_MM3 is fat, not vessel.
-BLOB_CORE_MM, BLOB_MIN_CORE_MM3 = 4.0, 1500.0
+BLOB_CORE_MM, BLOB_MIN_CORE_MM3 = 2.5, 400.0
+#: Thick tubes this close to the skin (mm) are venous sinuses (transverse, sagittal): the arteries
+#: that shallow are thin cortical branches; a core deeper than SINUS_CORE_MM marks a sinus.
+SINUS_DEPTH_MM, SINUS_CORE_MM, SINUS_MIN_CORE_MM3 = 25.0, 1.9, 30.0
 #: Artery-threshold statistics are first taken this deep (mm), clear of the scalp.
 DEEP_MM = 20.0
 #: How far (mm) a VOI's fine-resolution artery voxels may lie from the coarse artery tree.
@@ -350,51 +354,41 @@ def _component_table(mask: np.ndarray) -> tuple[np.ndarray, int]:
     return ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
 
 
-def _components_by_depth(bright: np.ndarray, depth: np.ndarray, depth_mm_: float) -> np.ndarray:
-    """Bright components (26-connected) of which at least half the voxels lie shallower than ``depth_mm_``."""
-    labels, n = _component_table(bright)
+def superficial_components(bright: np.ndarray, depth: np.ndarray, superficial_mm: float = SUPERFICIAL_MM,
+                           protect_mm: float = PROTECT_MM) -> np.ndarray:
+    """Bright structures along the inside of the skull: venous sinuses, dural and diploic signal, fat.
+
+    A component (26-connected) of which at least half lies shallower than ``superficial_mm`` is
+    superficial, and its voxels shallower than ``protect_mm`` are returned. The arterial tree's core
+    (circle of Willis, siphons) lies deeper than ``protect_mm`` in any adult head, so even a tree that
+    touches a sinus or the scalp through partial volume keeps its core; only distal cortical
+    fragments can be lost, where aneurysms are rare and false positives are not.
+    """
+    labels, n = ndimage.label(bright, structure=np.ones((3, 3, 3), dtype=bool))
     if n == 0:
         return np.zeros_like(bright)
     total = np.bincount(labels.ravel(), minlength=n + 1)
-    shallow = np.bincount(labels.ravel(), weights=(depth < depth_mm_).ravel(), minlength=n + 1)
+    shallow = np.bincount(labels.ravel(), weights=(depth < superficial_mm).ravel(), minlength=n + 1)
     chosen = shallow >= 0.5 * np.maximum(total, 1)
     chosen[0] = False
-    return chosen[labels]
-
-
-def rim_components(bright: np.ndarray, depth: np.ndarray, shell_mm: float = SHELL_MM) -> np.ndarray:
-    """Bright components that live in the scalp: most of their voxels within ``shell_mm`` of the skin.
-
-    Subcutaneous fat (and bright diploe) forms sheets just under the head surface; intracranial
-    arteries lie deeper than skin + fat + skull, and the tree's bulk lies far deeper, so even a tree
-    touching the rim through partial volume keeps a deep median and is not removed.
-    """
-    return _components_by_depth(bright, depth, shell_mm)
-
-
-def superficial_components(bright: np.ndarray, depth: np.ndarray,
-                           superficial_mm: float = SUPERFICIAL_MM) -> np.ndarray:
-    """Bright components lying mostly along the inner skull surface: venous sinuses, dural/diploic signal.
-
-    The arterial tree (circle of Willis, siphons, proximal branches) lies several centimetres deep;
-    the superior sagittal and transverse sinuses run just inside the skull. Distal cortical artery
-    fragments cut off from the tree are lost too: aneurysms there are rare, false positives are not.
-    """
-    return _components_by_depth(bright, depth, superficial_mm)
+    return chosen[labels] & (depth < protect_mm)
 
 
 def thick_blobs(bright: np.ndarray, spacing_zyx: Sequence[float], core_mm: float = BLOB_CORE_MM,
-                min_core_mm3: float = BLOB_MIN_CORE_MM3) -> np.ndarray:
-    """Bright regions far thicker than any artery (orbital or skull-base fat pads), on a ~1.4 mm grid.
+                min_core_mm3: float = BLOB_MIN_CORE_MM3, where: np.ndarray | None = None) -> np.ndarray:
+    """Bright regions thicker than arteries (orbital or skull-base fat, sinuses), on a ~1.4 mm grid.
 
-    A voxel is core when it lies deeper than ``core_mm`` inside the bright mask; no artery (radius
-    <= 3 mm) has a core, and an aneurysm only a small one, so a core of more than ``min_core_mm3``
-    marks fat. The blob is its core dilated back by ``core_mm`` + one voxel, within the bright mask.
+    A voxel is core when it lies deeper than ``core_mm`` inside the bright mask (and inside ``where``
+    when given); a core of more than ``min_core_mm3`` marks a blob, returned as its core dilated back
+    by ``core_mm`` + one voxel, within the bright mask. With the defaults no artery (carotid radius
+    <= 2.5 mm) has a core and only giant aneurysms (> ~15 mm) reach the volume.
     """
     factors = _mask_factors(spacing_zyx)
     low_sp = tuple(f * s for f, s in zip(factors, spacing_zyx))
     low = _block_mean(bright, factors) >= 0.5
     core = ndimage.distance_transform_edt(low, sampling=low_sp) > core_mm
+    if where is not None:
+        core &= _block_mean(where, factors) >= 0.5
     if not core.any():
         return np.zeros_like(bright)
     labels, n = ndimage.label(core)
@@ -426,28 +420,29 @@ def brain_mask(head: np.ndarray, spacing_zyx: Sequence[float], depth: np.ndarray
                rim_mm: float = RIM_MM, margin_mm: float = RIM_MARGIN_MM) -> np.ndarray:
     """Intracranial region where arteries are sought: deep enough, away from bright non-arteries.
 
-    The skin and most of the fat go with a physical erosion by ``rim_mm`` (distance in mm, so
+    The skin and the subcutaneous fat go with a physical erosion by ``rim_mm`` (distance in mm, so
     anisotropic voxels do not matter; the slab's cut faces are not skin, so the carotid siphons
-    entering from below stay inside). Given the z-scored image and a threshold, bright components
-    that live in the scalp (:func:`rim_components`), along the inner skull surface
-    (:func:`superficial_components`) or are too thick to be vessels (:func:`thick_blobs`) are excluded
-    with a ``margin_mm`` margin that takes their dimmer partial-volume edges.
+    entering from below stay inside). Given the z-scored image and a threshold, bright structures
+    along the inner skull surface (:func:`superficial_components`) or too thick to be vessels
+    (:func:`thick_blobs`) are excluded with a ``margin_mm`` margin for their partial-volume edges.
     """
     if depth is None:
         depth = depth_mm(head, spacing_zyx)
     brain = head & (depth > rim_mm)
     if zscored is None or threshold is None:
         return brain
-    bright = head & (zscored > threshold)
+    bright = brain & (zscored > threshold)
     return _exclude_with_margin(brain, non_arterial(bright, depth, spacing_zyx), spacing_zyx, margin_mm)
 
 
 def non_arterial(bright: np.ndarray, depth: np.ndarray, spacing_zyx: Sequence[float]) -> np.ndarray:
-    """The parts of a bright mask that are not arteries: scalp rim, sinuses along the skull, fat blobs."""
-    excluded = rim_components(bright, depth)
-    superficial = min(SUPERFICIAL_MM, SUPERFICIAL_FRACTION * float(depth.max()))  # small heads, too
-    excluded |= superficial_components(bright & ~excluded, depth, superficial)
+    """The parts of a bright mask that are not arteries: sinuses and fat along the skull, fat blobs."""
+    scale = float(depth.max())  # small heads (and small test volumes) scale the depths down
+    excluded = superficial_components(bright, depth, min(SUPERFICIAL_MM, SUPERFICIAL_FRACTION * scale),
+                                      min(PROTECT_MM, PROTECT_FRACTION * scale))
     excluded |= thick_blobs(bright & ~excluded, spacing_zyx)
+    shallow = depth < min(SINUS_DEPTH_MM, PROTECT_FRACTION * scale)
+    excluded |= thick_blobs(bright & ~excluded, spacing_zyx, SINUS_CORE_MM, SINUS_MIN_CORE_MM3, where=shallow)
     return excluded
 
 
@@ -482,6 +477,22 @@ def tissue_field(zscored: np.ndarray, region: np.ndarray, spacing_zyx: Sequence[
     den = ndimage.gaussian_filter(weight, sigma, mode="nearest")
     low = np.where(den > 0.05, num / np.maximum(den, 1e-6), tissue).astype(np.float32)
     return _upsample_linear(low, factors, spacing_zyx, zscored.shape)
+
+
+def bright_threshold(zscored: np.ndarray, tissue_region: np.ndarray, region: np.ndarray) -> float:
+    """Threshold (z units) for clearly bright tissue (fat, large vessels): half way up from tissue.
+
+    Half way from the tissue level to the median of the voxels that stand more than 6 SDs above it;
+    never below 4 SDs. Only used to find what to exclude: high enough that white matter or a bias
+    field never merges with the vessels into one blob.
+    """
+    tissue, sigma = tissue_statistics(zscored, tissue_region)
+    values = zscored[region]
+    v = values[:: max(1, values.size // 2_000_000)]
+    bright = v[v > tissue + 6.0 * sigma]
+    if bright.size < 20:
+        return tissue + 6.0 * sigma
+    return max(tissue + 4.0 * sigma, tissue + 0.5 * (float(np.median(bright)) - tissue))
 
 
 def artery_threshold(zscored: np.ndarray, brain: np.ndarray | None, k: float = SIGNIFICANCE_SD) -> float:
@@ -579,7 +590,7 @@ def preprocess(image: Image, coarse_spacing: float = COARSE_SPACING_MM) -> Prepr
     mean, std = head_statistics(raw, core if core.sum() > 1000 else head)
     z = zscore(raw, mean, std)
     deep = depth > DEEP_MM
-    provisional = artery_threshold(z, deep if deep.sum() > 1000 else head)
+    provisional = bright_threshold(z, deep if deep.sum() > 1000 else head, head)
     brain = brain_mask(head, sp, depth=depth, zscored=z, threshold=provisional)
     local = tissue_field(z, brain, sp)
     level = float(np.median(local[brain])) if brain.any() else 0.0
