@@ -48,7 +48,7 @@ SUPERFICIAL_FRACTION = 0.3
 #: depth): the arterial tree's core is always deeper and survives any contact with them.
 PROTECT_MM, PROTECT_FRACTION = 30.0, 0.45
 #: An artery candidate's local peak must stand this many robust tissue SDs above the tissue level.
-SIGNIFICANCE_SD = 4.0
+SIGNIFICANCE_SD = 5.0
 #: Vessel walls sit at this fraction of the way from tissue to the local peak (half maximum).
 HALF_MAXIMUM = 0.5
 #: Radius (mm) of the neighbourhood in which a voxel's local peak is sought.
@@ -525,8 +525,9 @@ def artery_mask(zscored: np.ndarray, spacing_zyx: Sequence[float], tissue: float
     return (rise > significance) & (z - tissue > fraction * rise)
 
 
-def remove_specks(mask: np.ndarray, spacing_zyx: Sequence[float], min_mm3: float = MIN_SPECK_MM3) -> np.ndarray:
-    """Drop connected components (26-connectivity) smaller than ``min_mm3``."""
+def remove_specks(mask: np.ndarray, spacing_zyx: Sequence[float], min_mm3: float | None = None) -> np.ndarray:
+    """Drop connected components (26-connectivity) smaller than ``min_mm3`` (default MIN_SPECK_MM3)."""
+    min_mm3 = MIN_SPECK_MM3 if min_mm3 is None else min_mm3
     labels, n = _component_table(mask)
     if n == 0:
         return mask.astype(bool)
@@ -538,7 +539,7 @@ def remove_specks(mask: np.ndarray, spacing_zyx: Sequence[float], min_mm3: float
 
 def extract_arteries(zscored: np.ndarray, spacing_zyx: Sequence[float], brain: np.ndarray | None,
                      threshold: float, tissue: float | np.ndarray | None = None,
-                     min_mm3: float = MIN_SPECK_MM3) -> np.ndarray:
+                     min_mm3: float | None = None) -> np.ndarray:
     """Arteries: :func:`artery_mask` inside the brain region, isolated specks removed.
 
     ``threshold`` is the significance level at the brain's median tissue level; ``tissue`` (a number
