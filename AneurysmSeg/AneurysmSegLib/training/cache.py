@@ -22,7 +22,7 @@ import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -39,10 +39,20 @@ BG_MIN_DISTANCE_MM = 12.0
 HEAD_SUBSAMPLE = 40000
 
 
+def preprocess_version() -> str:
+    """Hash of preprocess.py's source: a cache made by another preprocessing is never reused
+    (the network must see exactly what inference will feed it)."""
+    import hashlib
+
+    from .. import preprocess
+
+    return hashlib.sha1(Path(preprocess.__file__).read_bytes()).hexdigest()[:8]
+
+
 def case_dir(ref: CaseRef, cache: Path) -> Path:
-    """Keyed by folder name + fingerprint (resolved path, sizes, mtimes), not by the display name,
-    so the same case is found whichever way the data folders were listed."""
-    return Path(cache) / f"{ref.folder.name}-{ref.fingerprint()}-v{CACHE_VERSION}"
+    """Keyed by folder name + fingerprint (resolved path, sizes, mtimes) + cache and preprocessing
+    versions, not by the display name, so the same case is found however the folders were listed."""
+    return Path(cache) / f"{ref.folder.name}-{ref.fingerprint()}-v{CACHE_VERSION}-p{preprocess_version()}"
 
 
 def _case_rng(ref: CaseRef) -> np.random.Generator:
@@ -148,7 +158,7 @@ def build_case(ref: CaseRef, out_dir: Path, fine_big: int = FINE_BIG) -> None:
         "background_lps": [[float(v) for v in c] for c in bgs],
         "kinds": kinds, "fine_big": fine_big,
         "coarse_geometry": asdict(cg), "image_geometry": asdict(image.geometry),
-        "artery_threshold": pre.artery_threshold,
+        "artery_threshold": pre.artery_threshold, "preprocess_version": preprocess_version(),
     }
     (out_dir / "meta.json").write_text(json.dumps(meta, indent=1))
 
@@ -207,10 +217,24 @@ def ensure_cached(refs: Sequence[CaseRef], cache: str | Path, fine_big: int = FI
     return dirs
 
 
-def load_coarse(d: Path) -> CoarseVolume:
+def _memmapped(d: Path, z: Any, key: str) -> np.ndarray:
+    """``coarse_<key>.npy`` beside the npz, memory-mapped: a hundred coarse volumes would otherwise
+    hold gigabytes of RAM while each step reads a few 57^3 segments."""
+    path = d / f"coarse_{key}.npy"
+    if not path.is_file():
+        fd, tmp = tempfile.mkstemp(dir=d, prefix=f".{key}", suffix=".npy")
+        os.close(fd)
+        np.save(tmp, z[key])
+        os.replace(tmp, path)
+    return np.load(path, mmap_mode="r")
+
+
+def load_coarse(d: Path, mmap: bool = True) -> CoarseVolume:
     z = np.load(d / "coarse.npz")
     meta = json.loads((d / "meta.json").read_text())
-    return CoarseVolume(name=meta["name"], image=z["image"], target=z["target"], fg=z["fg"], vessel=z["vessel"],
+    image = _memmapped(d, z, "image") if mmap else z["image"]
+    target = _memmapped(d, z, "target") if mmap else z["target"]
+    return CoarseVolume(name=meta["name"], image=image, target=target, fg=z["fg"], vessel=z["vessel"],
                         bright=z["bright"], head=z["head"], fill=float(z["fill"]))
 
 
