@@ -235,3 +235,30 @@ def test_cancel_returns_none(scan: Image, blob_models, tmp_path: Path, monkeypat
     assert pipeline.segment(scan, blob_models, cancel=cancel) is None
     assert len(asked) == stop_after + 1  # it stopped at the first "yes"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_sparse_head_matches_the_dense_forward(scan: Image, tiny_real_models) -> None:
+    """DeepMedic's head on ROI voxels only gives the full forward's probabilities there."""
+    from AneurysmSegLib import detect
+
+    pre = pipeline.prepare(scan, tiny_real_models)
+    roi = detect.coarse_roi(pre, margin_mm=detect.ROI_MARGIN_MM)
+    assert detect.SparseHead.create(tiny_real_models.coarse, 48, torch.device("cpu")) is not None
+    kwargs = dict(segment_out=27, context=48, pad_value=-3.0, device=torch.device("cpu"), batch_size=3)
+    sparse, tiles = detect.run_detector(tiny_real_models.coarse, pre.coarse.array, roi, **kwargs)
+    dense, _ = detect.run_detector(tiny_real_models.coarse, pre.coarse.array, roi, sparse_head=False, **kwargs)
+    assert tiles == len(detect.tile_origins(roi, 27)) > 1
+    assert roi.any() and not sparse[~roi].any()
+    np.testing.assert_allclose(sparse, dense, atol=1e-5)
+    assert detect.SparseHead.create(torch.jit.script(BlobDetector()), 48, torch.device("cpu")) is None
+
+
+def test_bfloat16_precision_gives_nearly_the_same_masks(scan: Image, blob_models) -> None:
+    exact = pipeline.segment(scan, blob_models)
+    fast = pipeline.segment(scan, blob_models, precision="bfloat16")
+    assert exact is not None and fast is not None
+    assert len(fast.aneurysms) == len(exact.aneurysms) == 2
+    a, b = exact.labels > 0, fast.labels > 0
+    assert 2 * (a & b).sum() / (a.sum() + b.sum()) > 0.95
+    with pytest.raises(ValueError, match="precision"):
+        pipeline.segment(scan, blob_models, precision="float16")

@@ -93,7 +93,7 @@ def true_seeds(case_dir: Path, geometry) -> list:
 # ------------------------------------------------------------------------------- the pipeline run
 
 
-def child_pipeline(case_dir: Path, model_dir: Path, trained: bool, threads: int) -> dict:
+def child_pipeline(case_dir: Path, model_dir: Path, trained: bool, threads: int, precision: str) -> dict:
     """What ``aneurysmseg segment`` does, timed; runs in a fresh process so ru_maxrss is its own."""
     import torch
 
@@ -106,6 +106,7 @@ def child_pipeline(case_dir: Path, model_dir: Path, trained: bool, threads: int)
     from AneurysmSegLib.pipeline import segment
 
     rss_imports = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    cpu0 = time.process_time()
     t0 = time.perf_counter()
     image = read_image(case_dir / "orig" / "TOF.nii.gz")
     t_read = time.perf_counter() - t0
@@ -113,10 +114,12 @@ def child_pipeline(case_dir: Path, model_dir: Path, trained: bool, threads: int)
     models = load_models(model_dir, device="cpu")
     t_load = time.perf_counter() - t
     if trained:
-        result = segment(image, models)
+        result = segment(image, models, precision=precision)
     else:
-        result = segment(image, models, seeds=true_seeds(case_dir, image.geometry), detection_threshold=1.0 + 1e-6)
+        result = segment(image, models, seeds=true_seeds(case_dir, image.geometry), detection_threshold=1.0 + 1e-6,
+                         precision=precision)
     wall = time.perf_counter() - t0
+    cpu = time.process_time() - cpu0
     assert result is not None
     from AneurysmSegLib.detect import choose_tile_size, tile_origins
     from AneurysmSegLib.preprocess import coarse_roi, preprocess
@@ -128,7 +131,7 @@ def child_pipeline(case_dir: Path, model_dir: Path, trained: bool, threads: int)
     roi = coarse_roi(pre, margin_mm=ROI_MARGIN_MM)
     size = choose_tile_size(roi)
     return {
-        "timings": result.timings, "read_s": t_read, "load_models_s": t_load, "wall_s": wall,
+        "timings": result.timings, "read_s": t_read, "load_models_s": t_load, "wall_s": wall, "cpu_s": cpu,
         "vois": len(result.seeds), "aneurysms": len(result.aneurysms),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "rss_after_imports_mb": rss_imports,
         "coarse_shape": list(pre.coarse.array.shape), "roi_fraction": float(roi.mean()),
@@ -226,7 +229,7 @@ def nnunet_baseline(shape_zyx: tuple[int, int, int], samples: int) -> dict:
 # ----------------------------------------------------------------------------------------- report
 
 
-def markdown(res: dict, naive: dict, nn: dict, trained: bool, threads: int, command: str) -> str:
+def markdown(res: dict, naive: dict, nn: dict, trained: bool, threads: int, command: str, precision: str) -> str:
     t = res["timings"]
     fine_per_voi = t.get("fine", 0.0) / max(1, res["vois"])
     naive_total = t.get("preprocess", 0.0) + naive["total_s"] + t.get("fine", 0.0) + t.get("paste", 0.0)
@@ -239,7 +242,8 @@ def markdown(res: dict, naive: dict, nn: dict, trained: bool, threads: int, comm
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, torch threads {threads}, "
         f"load average during the run {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min).",
         f"Scan: phantom {SHAPE_XYZ[0]} x {SHAPE_XYZ[1]} x {SHAPE_XYZ[2]} at {SPACING[0]} x {SPACING[1]} x {SPACING[2]} mm; "
-        f"models: {'bundled trained weights' if trained else 'untrained exports of the paper architectures (true aneurysm centres given as seeds)'}.",
+        f"models: {'bundled trained weights' if trained else 'untrained exports of the paper architectures (true aneurysm centres given as seeds)'}; "
+        f"network arithmetic {precision} (baselines float32).",
         "",
         "| stage | wall time (s) |",
         "|---|---|",
@@ -252,6 +256,7 @@ def markdown(res: dict, naive: dict, nn: dict, trained: bool, threads: int, comm
         f"| paste back | {t.get('paste', 0):.2f} |",
         f"| measurements | {t.get('measure', 0):.2f} |",
         f"| **whole run (read to result)** | **{ours:.2f}** |",
+        f"| (CPU time of the whole run, all threads) | ({res['cpu_s']:.1f}) |",
         "",
         f"Peak resident memory of the run: {res['peak_rss_mb'] / 1024:.2f} GB "
         f"(of which {res['rss_after_imports_mb'] / 1024:.2f} GB after importing torch and friends).",
@@ -284,13 +289,15 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=7, help="phantom seed (default 7)")
     p.add_argument("--tile-samples", type=int, default=2, help="naive DeepMedic tiles to time (default 2)")
     p.add_argument("--window-samples", type=int, default=1, help="nnU-Net-style windows to time (default 1)")
+    p.add_argument("--skip-baselines", action="store_true", help="time the pipeline only")
+    p.add_argument("--precision", choices=("float32", "bfloat16"), default="float32", help="pipeline network arithmetic")
     p.add_argument("--markdown", type=Path, default=None, help="also write the table to this file")
     p.add_argument("--child", nargs=3, metavar=("CASE", "MODELS", "TRAINED"), help=argparse.SUPPRESS)
     args = p.parse_args()
 
     if args.child:
         case, model_dir, trained = args.child
-        print(json.dumps(child_pipeline(Path(case), Path(model_dir), trained == "1", args.threads)))
+        print(json.dumps(child_pipeline(Path(case), Path(model_dir), trained == "1", args.threads, args.precision)))
         return 0
 
     import torch
@@ -299,7 +306,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="aneurysmseg-bench-") as scratch:
         case_dir = ensure_case(args.case_dir or Path(scratch) / "case", args.seed)
         model_dir, trained = ensure_models(args.models, Path(scratch))
-        child = subprocess.run([sys.executable, __file__, "--threads", str(args.threads), "--child", str(case_dir),
+        child = subprocess.run([sys.executable, __file__, "--threads", str(args.threads), "--precision", args.precision,
+                                "--child", str(case_dir),
                                 str(model_dir), "1" if trained else "0"], capture_output=True, text=True)
         if child.returncode != 0:
             print(child.stderr, file=sys.stderr)
@@ -307,10 +315,13 @@ def main() -> int:
         res = json.loads(child.stdout.strip().splitlines()[-1])
         shape_zyx = (SHAPE_XYZ[2], SHAPE_XYZ[1], SHAPE_XYZ[0])
         print(f"pipeline: {res['wall_s']:.1f} s; timing baselines...", file=sys.stderr)
+        if args.skip_baselines:
+            print(json.dumps(res, indent=1))
+            return 0
         naive = naive_detection(model_dir, shape_zyx, args.tile_samples)
         nn = nnunet_baseline(shape_zyx, args.window_samples)
     command = "python benchmarks/pipeline_speed.py " + " ".join(sys.argv[1:])
-    table = markdown(res, naive, nn, trained, args.threads, command.strip())
+    table = markdown(res, naive, nn, trained, args.threads, command.strip(), args.precision)
     print(table)
     if args.markdown:
         args.markdown.write_text(table + "\n")

@@ -63,23 +63,27 @@ def _check(cancel: CancelCheck | None) -> None:
 def segment(image: Image, models: LoadedModels, *, seeds: Sequence[Seed] | None = None, detect: bool = True,
             detection_threshold: float = 0.5, progress: ProgressCallback | None = None,
             cancel: CancelCheck | None = None, preprocessed: Preprocessed | None = None,
-            batch_size: int = 2) -> SegmentationResult | None:
+            batch_size: int = 2, precision: str = "float32") -> SegmentationResult | None:
     """Segment the aneurysms of one TOF-MRA; None when cancelled. See the module docstring.
 
     ``detect=False`` without seeds gives a result without aneurysms (the user deleted every seed).
+    ``batch_size`` is the number of VOIs per fine-stage call (detection batches its tiles by size);
+    ``precision="bfloat16"`` runs both networks under bfloat16 autocast (faster where supported).
     """
+    if precision not in detect_stage.PRECISIONS:
+        raise InputError(f"precision must be one of {', '.join(detect_stage.PRECISIONS)}, got {precision!r}")
     if preprocessed is not None and preprocessed.image.array.shape != image.array.shape:
         raise InputError("the preprocessed scan given does not belong to this image (different size)")
     try:
         return _segment(image, models, list(seeds or []), detect, detection_threshold, progress, cancel,
-                        preprocessed, batch_size)
+                        preprocessed, batch_size, precision)
     except Cancelled:
         return None
 
 
 def _segment(image: Image, models: LoadedModels, given: list[Seed], detect: bool, threshold: float,
              callback: ProgressCallback | None, cancel: CancelCheck | None, pre: Preprocessed | None,
-             batch_size: int) -> SegmentationResult:
+             batch_size: int, precision: str) -> SegmentationResult:
     shares = {"preprocessing": 0.0 if pre is not None else 2.0, "detection": 5.0 if detect else 0.0,
               "fine segmentation": 4.0, "measurements": 0.5}
     prog = _Progress(callback, {k: v for k, v in shares.items() if v > 0})
@@ -101,7 +105,7 @@ def _segment(image: Image, models: LoadedModels, given: list[Seed], detect: bool
         found = detect_stage.detect(pre, models.coarse, segment_out=None,
                                     context=models.coarse_context, device=models.device, threshold=threshold,
                                     merge_distance_mm=models.voi_size * models.fine_spacing[0] / 4,
-                                    batch_size=batch_size, progress=prog.stage("detection"), cancel=cancel)
+                                    progress=prog.stage("detection"), cancel=cancel, precision=precision)
         detected = found.seeds
         timings["detect"] = time.perf_counter() - t
         prog.stage("detection")(1.0)
@@ -113,7 +117,8 @@ def _segment(image: Image, models: LoadedModels, given: list[Seed], detect: bool
     predictions = refine_stage.predict_vois(pre, models.fine, seeds, voi_size=models.voi_size,
                                             spacing=models.fine_spacing[0], channels=models.fine_channels,
                                             device=models.device, batch_size=batch_size,
-                                            progress=lambda f, m: fine(0.9 * f, m), cancel=cancel)
+                                            progress=lambda f, m: fine(0.9 * f, m), cancel=cancel,
+                                            precision=precision)
     timings["fine"] = time.perf_counter() - t
     _check(cancel)
     t = time.perf_counter()

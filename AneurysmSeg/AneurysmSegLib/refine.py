@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from .detect import autocast
 from .errors import Cancelled
 from .geometry import Geometry
 from .preprocess import Preprocessed, resample, voi_channels
@@ -41,7 +42,8 @@ class Refined:
 
 def predict_vois(pre: Preprocessed, model: torch.jit.ScriptModule, seeds: Sequence[Seed], *, voi_size: int,
                  spacing: float, channels: int, device: torch.device, batch_size: int = 2,
-                 progress: Progress | None = None, cancel: Callable[[], bool] | None = None) -> list[VoiPrediction]:
+                 progress: Progress | None = None, cancel: Callable[[], bool] | None = None,
+                 precision: str = "float32") -> list[VoiPrediction]:
     """Sigmoid probability of every seed's VOI, in batches of ``batch_size``."""
     out: list[VoiPrediction] = []
     for start in range(0, len(seeds), batch_size):
@@ -50,7 +52,7 @@ def predict_vois(pre: Preprocessed, model: torch.jit.ScriptModule, seeds: Sequen
         batch = seeds[start:start + batch_size]
         cut = [voi_channels(pre, s.position_lps, size=voi_size, spacing=spacing, channels=channels) for s in batch]
         inputs = torch.from_numpy(np.stack([c[0] for c in cut])).to(device)
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(precision, device):
             probs = torch.sigmoid(model(inputs).float()[:, 0]).cpu().numpy()
         out.extend(VoiPrediction(s, geom, p) for s, (_, geom), p in zip(batch, cut, probs))
         if progress is not None:

@@ -52,6 +52,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--detection-threshold", type=float, default=0.5, metavar="P",
                    help="coarse probability above which a region becomes a seed (default 0.5)")
     p.add_argument("--models", type=Path, metavar="DIR", help="model folder with manifest.json (default: bundled weights)")
+    p.add_argument("--precision", choices=("float32", "bfloat16"), default="float32",
+                   help="network arithmetic: bfloat16 is about 2x faster on CPUs with AVX512-BF16/AMX and on GPUs")
 
 
 # ------------------------------------------------------------------------------------ inputs
@@ -249,7 +251,7 @@ def run_single(args: argparse.Namespace) -> int:
     progress = ProgressPrinter()
     try:
         result = segment(image, models, seeds=seeds, detect=not args.no_detect,
-                         detection_threshold=args.detection_threshold, progress=progress)
+                         detection_threshold=args.detection_threshold, progress=progress, precision=args.precision)
     finally:
         progress.close()
     assert result is not None  # nothing here cancels
@@ -303,7 +305,8 @@ def run_batch(args: argparse.Namespace, cases: list[tuple[str, Path]]) -> int:
             out = case_outputs(args, name)
             check_outputs(out)
             image = read_image(path)
-            result = segment(image, models, detect=True, detection_threshold=args.detection_threshold)
+            result = segment(image, models, detect=True, detection_threshold=args.detection_threshold,
+                             precision=args.precision)
             assert result is not None
             write_results(result, out, input_path=path, models=models, binary=args.binary, stl_coords=args.stl_coords)
             summary.append({"case": name, "input": str(path), "status": "ok", "labels": str(out.labels),
