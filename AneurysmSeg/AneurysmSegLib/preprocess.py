@@ -241,12 +241,33 @@ def _fill_holes(mask: np.ndarray) -> np.ndarray:
 
 
 def _block_mean(array: np.ndarray, factors: Sequence[int]) -> np.ndarray:
-    """Average over factor-sized blocks (edge-padded): an anti-aliased down-sampling."""
+    """Average over factor-sized blocks (edge-padded): an anti-aliased down-sampling.
+
+    Summed one axis at a time over strided slices, which is several times faster than a mean over
+    a 6D reshaped view.
+    """
     pad = [(0, (-n) % f) for n, f in zip(array.shape, factors)]
-    a = np.pad(np.asarray(array, dtype=np.float32), pad, mode="edge")
-    z, y, x = (n // f for n, f in zip(a.shape, factors))
-    fz, fy, fx = factors
-    return a.reshape(z, fz, y, fy, x, fx).mean(axis=(1, 3, 5))
+    a = np.asarray(array, dtype=np.float32)
+    if any(p[1] for p in pad):
+        a = np.pad(a, pad, mode="edge")
+    for axis, f in enumerate(factors):
+        if f > 1:
+            index = [slice(None)] * 3
+            parts = []
+            for offset in range(f):
+                index[axis] = slice(offset, None, f)
+                parts.append(a[tuple(index)])
+            a = np.add.reduce(parts) if len(parts) > 2 else parts[0] + parts[1]
+    return a / np.float32(np.prod(factors))
+
+
+def _upsample_nearest(low: np.ndarray, factors: Sequence[int], shape_zyx: Sequence[int]) -> np.ndarray:
+    """Each coarse-grid value repeated over its block (for masks, where +-half a block is fine)."""
+    out = low
+    for axis, f in enumerate(factors):
+        if f > 1:
+            out = np.repeat(out, f, axis=axis)
+    return out[: shape_zyx[0], : shape_zyx[1], : shape_zyx[2]]
 
 
 def _mask_factors(spacing_zyx: Sequence[float]) -> tuple[int, int, int]:
@@ -364,14 +385,16 @@ def superficial_components(bright: np.ndarray, depth: np.ndarray, superficial_mm
     touches a sinus or the scalp through partial volume keeps its core; only distal cortical
     fragments can be lost, where aneurysms are rare and false positives are not.
     """
-    labels, n = ndimage.label(bright, structure=np.ones((3, 3, 3), dtype=bool))
+    labels, n = _component_table(bright)
+    out = np.zeros(bright.shape, dtype=bool)
     if n == 0:
-        return np.zeros_like(bright)
-    total = np.bincount(labels.ravel(), minlength=n + 1)
-    shallow = np.bincount(labels.ravel(), weights=(depth < superficial_mm).ravel(), minlength=n + 1)
+        return out
+    ids, d = labels[bright], depth[bright]  # work on the bright voxels only (a few per cent)
+    total = np.bincount(ids, minlength=n + 1)
+    shallow = np.bincount(ids, weights=d < superficial_mm, minlength=n + 1)
     chosen = shallow >= 0.5 * np.maximum(total, 1)
-    chosen[0] = False
-    return chosen[labels] & (depth < protect_mm)
+    out[bright] = chosen[ids] & (d < protect_mm)
+    return out
 
 
 def thick_blobs(bright: np.ndarray, spacing_zyx: Sequence[float], core_mm: float = BLOB_CORE_MM,
@@ -398,8 +421,8 @@ def thick_blobs(bright: np.ndarray, spacing_zyx: Sequence[float], core_mm: float
     if not big.any():
         return np.zeros_like(bright)
     reach = ndimage.distance_transform_edt(~big[labels], sampling=low_sp)
-    near = _upsample_linear(reach.astype(np.float32), factors, spacing_zyx, bright.shape)
-    return bright & (near <= core_mm + max(low_sp))
+    near = _upsample_nearest(reach <= core_mm + 1.5 * max(low_sp), factors, bright.shape)
+    return bright & near
 
 
 def _exclude_with_margin(region: np.ndarray, excluded: np.ndarray, spacing_zyx: Sequence[float],
@@ -410,9 +433,8 @@ def _exclude_with_margin(region: np.ndarray, excluded: np.ndarray, spacing_zyx: 
     factors = _mask_factors(spacing_zyx)
     low_sp = tuple(f * s for f, s in zip(factors, spacing_zyx))
     low = _block_mean(excluded, factors) > 0
-    dist = _upsample_linear(ndimage.distance_transform_edt(~low, sampling=low_sp).astype(np.float32),
-                            factors, spacing_zyx, region.shape)
-    return region & ~excluded & (dist > margin_mm)
+    near = ndimage.distance_transform_edt(~low, sampling=low_sp) <= margin_mm
+    return region & ~excluded & ~_upsample_nearest(near, factors, region.shape)
 
 
 def brain_mask(head: np.ndarray, spacing_zyx: Sequence[float], depth: np.ndarray | None = None,
@@ -528,13 +550,15 @@ def artery_mask(zscored: np.ndarray, spacing_zyx: Sequence[float], tissue: float
 def remove_specks(mask: np.ndarray, spacing_zyx: Sequence[float], min_mm3: float | None = None) -> np.ndarray:
     """Drop connected components (26-connectivity) smaller than ``min_mm3`` (default MIN_SPECK_MM3)."""
     min_mm3 = MIN_SPECK_MM3 if min_mm3 is None else min_mm3
+    mask = np.asarray(mask, dtype=bool)
     labels, n = _component_table(mask)
     if n == 0:
-        return mask.astype(bool)
-    sizes = np.bincount(labels.ravel()) * float(np.prod(spacing_zyx))
-    keep = sizes >= min_mm3
-    keep[0] = False
-    return keep[labels]
+        return mask.copy()
+    ids = labels[mask]
+    keep = np.bincount(ids, minlength=n + 1) * float(np.prod(spacing_zyx)) >= min_mm3
+    out = np.zeros(mask.shape, dtype=bool)
+    out[mask] = keep[ids]
+    return out
 
 
 def extract_arteries(zscored: np.ndarray, spacing_zyx: Sequence[float], brain: np.ndarray | None,
