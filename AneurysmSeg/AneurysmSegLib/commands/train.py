@@ -59,6 +59,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr-patience", type=int, default=10, help="halve lr after this many epochs without val gain")
     p.add_argument("--stop-patience", type=int, default=50, help="early stopping patience (epochs)")
     p.add_argument("--cache", metavar="DIR", help="case cache folder (default RUNDIR/cache); share it between runs")
+    p.add_argument("--any-preprocess-version", action="store_true",
+                   help="reuse cached cases made by another version of preprocess.py instead of rebuilding them")
     p.add_argument("--no-augment", action="store_true", help="disable augmentation (tests, debugging)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -110,7 +112,9 @@ def run(args: argparse.Namespace) -> int:
           file=sys.stderr, flush=True)
     all_refs = train_refs + val_refs
     dirs = cache_mod.ensure_cached(all_refs, cache_dir, progress=lambda i, n, name: print(
-        f"cached {i}/{n} {name}", file=sys.stderr, flush=True))
+        f"cached {i}/{n} {name}", file=sys.stderr, flush=True), any_preprocess=args.any_preprocess_version)
+    versions = sorted({cache_mod.load_meta(d).get("preprocess_version", "?") for d in dirs})
+    split["preprocess_versions"] = versions
     train_dirs, val_dirs = dirs[:len(train_refs)], dirs[len(train_refs):]
     cache_s = time.time() - t0
 

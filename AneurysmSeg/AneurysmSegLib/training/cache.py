@@ -164,8 +164,13 @@ def build_case(ref: CaseRef, out_dir: Path, fine_big: int = FINE_BIG) -> None:
 
 
 def ensure_cached(refs: Sequence[CaseRef], cache: str | Path, fine_big: int = FINE_BIG,
-                  progress: Callable[[int, int, str], None] | None = None, stale_s: float = 1800.0) -> list[Path]:
+                  progress: Callable[[int, int, str], None] | None = None, stale_s: float = 1800.0,
+                  any_preprocess: bool = False) -> list[Path]:
     """Build whatever is missing; returns the case cache folders in the order of ``refs``.
+
+    ``any_preprocess`` reuses a case cached by another version of preprocess.py (the newest such
+    folder) instead of rebuilding it: for continuing work while preprocessing evolves; the version
+    used is in each folder's meta.json.
 
     Cases claimed by another process (lock file) are skipped and waited for, so two trainings
     started together split the work instead of doing it twice.
@@ -173,6 +178,8 @@ def ensure_cached(refs: Sequence[CaseRef], cache: str | Path, fine_big: int = FI
     cache = Path(cache)
     cache.mkdir(parents=True, exist_ok=True)
     dirs = [case_dir(r, cache) for r in refs]
+    if any_preprocess:
+        dirs = [_any_version(d) for d in dirs]
     pending = [i for i, d in enumerate(dirs) if not (d / "meta.json").is_file()]
     done = len(refs) - len(pending)
     while pending:
@@ -227,6 +234,16 @@ def _memmapped(d: Path, z: Any, key: str) -> np.ndarray:
         np.save(tmp, z[key])
         os.replace(tmp, path)
     return np.load(path, mmap_mode="r")
+
+
+def _any_version(d: Path) -> Path:
+    """``d`` if complete, else the newest complete folder of the same case made by another
+    preprocessing version, else ``d`` (to be built)."""
+    if (d / "meta.json").is_file():
+        return d
+    stem = d.name.rsplit("-p", 1)[0]
+    others = [p for p in d.parent.glob(stem + "-p*") if p.is_dir() and (p / "meta.json").is_file()]
+    return max(others, key=lambda p: (p / "meta.json").stat().st_mtime) if others else d
 
 
 def load_coarse(d: Path, mmap: bool = True) -> CoarseVolume:
