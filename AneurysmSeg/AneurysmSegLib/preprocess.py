@@ -1,15 +1,19 @@
 """The paper's preprocessing: artery extraction, z-score normalisation, vessel contour, resampling.
 
-Everything global (head mask, statistics, intracranial region, artery mask) is computed once per
-scan on the *coarse* isotropic grid, which keeps a 512 x 512 x 140 scan to about a second on two
-cores. The fine network's inputs (:func:`voi_channels`) are then cut from the *original* image for
-each 64^3 VOI, with the artery mask re-thresholded at the VOI's resolution and gated by the coarse
-artery tree, so that training and inference call the same function and see identical inputs.
+Everything global (head mask, statistics, intracranial region, artery tree) is computed once per
+scan on the *coarse* isotropic grid, and the masks on a ~1.4 mm grid below it, which keeps a
+512 x 512 x 140 scan to under two CPU-seconds. The fine network's inputs (:func:`voi_channels`) are
+cut from the *original* image for each 64^3 VOI, with the artery mask recomputed at the VOI's
+resolution and gated by the coarse tree, so that training and inference call the same function and
+see identical inputs.
 
-Robustness to other scanners (raw 12-bit, 0-1000, float, uint8, zeroed background, bias fields)
-comes from scale-free choices: the head is found by Otsu on a log-scaled image, statistics are taken
-from the head only and clipped to robust percentiles, and the artery threshold is placed relative to
-the brain's own tissue and vessel levels rather than at a fixed number.
+Robustness to other scanners (raw 12-bit, 0-1000, float, uint8, zeroed background, bias fields,
+inflow fading) comes from scale-free choices: the head is found by Otsu on a log-scaled image,
+z-score statistics come from the head only (robust percentiles), and an artery is a structure whose
+local peak stands well above the *local* tissue level, its wall at half that peak. Bright tissue that
+is not artery is removed by where and how thick it is, not by its brightness: the skin and fat under
+the head surface, thick or superficial structures along the skull (venous sinuses) and thick pads
+(orbital, skull-base fat), while the tree's deep core is never removed.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ VOI_SIZE = 64  #: fine stage VOI edge in voxels
 
 #: Isotropic dilation (mm) of the artery mask before the Sobel contour, "slightly" as in the paper.
 CONTOUR_DILATION_MM = 0.5
-#: Bright components smaller than this (mm^3) and not part of the tree are noise specks.
+#: Artery components smaller than this (mm^3), not part of the tree, are noise specks.
 MIN_SPECK_MM3 = 3.0
 #: Grid (mm) of the head / rim / blob masks: they need no finer detail, and it keeps them fast.
 MASK_SPACING_MM = 1.4
@@ -62,7 +66,7 @@ BLOB_CORE_MM, BLOB_MIN_CORE_MM3 = 2.5, 400.0
 #: Thick tubes this close to the skin (mm) are venous sinuses (transverse, sagittal): the arteries
 #: that shallow are thin cortical branches; a core deeper than SINUS_CORE_MM marks a sinus.
 SINUS_DEPTH_MM, SINUS_CORE_MM, SINUS_MIN_CORE_MM3 = 25.0, 1.9, 30.0
-#: Artery-threshold statistics are first taken this deep (mm), clear of the scalp.
+#: The tissue statistics of the bright-tissue threshold come from this deep (mm), clear of the scalp.
 DEEP_MM = 20.0
 #: How far (mm) a VOI's fine-resolution artery voxels may lie from the coarse artery tree.
 GATE_MM = 1.0
