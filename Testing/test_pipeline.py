@@ -38,7 +38,7 @@ from conftest import rotation_matrix
 class BlobDetector(nn.Module):
     """DeepMedic-shaped detector: class 1 where a 9^3 Gaussian blur of the z-score exceeds ``level``."""
 
-    def __init__(self, sigma_voxels: float = 1.5, level: float = 8.0, gain: float = 2.0) -> None:
+    def __init__(self, sigma_voxels: float = 1.5, level: float = 4.5, gain: float = 4.0) -> None:
         super().__init__()
         r = torch.arange(-4, 5, dtype=torch.float32)
         g = torch.exp(-(r**2) / (2 * sigma_voxels**2))
@@ -56,7 +56,7 @@ class BlobDetector(nn.Module):
 class BrightFine(nn.Module):
     """SE U-Net-shaped fine model: logit ``gain * (z-score - level)`` from channel 0."""
 
-    def __init__(self, level: float = 6.0, gain: float = 4.0) -> None:
+    def __init__(self, level: float = 5.0, gain: float = 4.0) -> None:
         super().__init__()
         self.level = level
         self.gain = gain

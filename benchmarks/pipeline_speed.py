@@ -121,22 +121,19 @@ def child_pipeline(case_dir: Path, model_dir: Path, trained: bool, threads: int,
     wall = time.perf_counter() - t0
     cpu = time.process_time() - cpu0
     assert result is not None
-    from AneurysmSegLib.detect import choose_tile_size, tile_origins
+    from AneurysmSegLib.detect import ROI_MARGIN_MM, cover_boxes
     from AneurysmSegLib.preprocess import coarse_roi, preprocess
 
-    # Tile statistics (recomputed outside the timed run; cheap next to it).
+    # Box statistics (recomputed outside the timed run; cheap next to it).
     pre = preprocess(image, coarse_spacing=models.coarse_spacing[0])
-    from AneurysmSegLib.detect import ROI_MARGIN_MM
-
     roi = coarse_roi(pre, margin_mm=ROI_MARGIN_MM)
-    size = choose_tile_size(roi)
+    boxes = cover_boxes(roi)
     return {
         "timings": result.timings, "read_s": t_read, "load_models_s": t_load, "wall_s": wall, "cpu_s": cpu,
         "vois": len(result.seeds), "aneurysms": len(result.aneurysms),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "rss_after_imports_mb": rss_imports,
         "coarse_shape": list(pre.coarse.array.shape), "roi_fraction": float(roi.mean()),
-        "tile_size": size, "tiles": len(tile_origins(roi, size)),
-        "tiles_whole_grid": int(np.prod(-(-np.asarray(roi.shape) // size))),
+        "boxes": len(boxes), "box_voxels": int(sum(np.prod(d) for _, d in boxes)),
     }
 
 
@@ -250,8 +247,9 @@ def markdown(res: dict, naive: dict, nn: dict, trained: bool, threads: int, comm
         f"| read image | {res['read_s']:.2f} |",
         f"| load + verify models | {res['load_models_s']:.2f} |",
         f"| preprocessing | {t.get('preprocess', 0):.2f} |",
-        f"| coarse detection ({res['tiles']} tiles of {res['tile_size']}^3 on {100 * res['roi_fraction']:.1f}% of the "
-        f"coarse grid {'x'.join(map(str, res['coarse_shape']))}; whole grid: {res['tiles_whole_grid']}) | {t.get('detect', 0):.2f} |",
+        f"| coarse detection ({res['boxes']} boxes, {res['box_voxels'] / np.prod(res['coarse_shape']) * 100:.0f}% of the "
+        f"coarse grid {'x'.join(map(str, res['coarse_shape']))}, around the ROI = {100 * res['roi_fraction']:.1f}%) "
+        f"| {t.get('detect', 0):.2f} |",
         f"| fine stage ({res['vois']} VOIs, {fine_per_voi:.2f} s per VOI) | {t.get('fine', 0):.2f} |",
         f"| paste back | {t.get('paste', 0):.2f} |",
         f"| measurements | {t.get('measure', 0):.2f} |",

@@ -53,9 +53,7 @@ class Detection:
     roi: np.ndarray  # bool [z, y, x]: where the detector ran
     geometry: Geometry
     seeds: list[Seed]
-    tiles: int  # output tiles evaluated
-    tiles_total: int  # tiles of that size covering the whole coarse grid
-    tile_size: int  # output tile edge (voxels)
+    tiles: int  # boxes (or lattice tiles) evaluated
 
 
 def tile_origins(roi: np.ndarray, size: int) -> list[tuple[int, int, int]]:
@@ -68,33 +66,10 @@ def tile_origins(roi: np.ndarray, size: int) -> list[tuple[int, int, int]]:
     return [tuple(int(v) * size for v in b) for b in np.argwhere(occupied)]  # type: ignore[misc]
 
 
-#: Per-tile overhead (copying, a call into TorchScript) in the units of :func:`tile_cost`.
+#: Per-box overhead (copying, a call into TorchScript) in the units of :func:`box_cost`.
 TILE_OVERHEAD = 20_000.0
-#: Tile input voxels per batch: small tiles are batched more so that each call stays efficient.
+#: Input voxels per batch: small boxes are batched more so that each call stays efficient.
 BATCH_VOXELS = 2 * 93**3
-
-
-def tile_cost(size: int) -> float:
-    """Relative cost of one ``size^3`` output tile: voxels computed by DeepMedic's 8 valid layers in
-    the normal pathway (input ``size + 16``) and the x3-subsampled one (input ``size / 3 + 16``)."""
-    normal = sum((size + 16 - 2 * k) ** 3 for k in range(1, 9))
-    sub = sum((size // 3 + 16 - 2 * k) ** 3 for k in range(1, 9))
-    return float(normal + sub) + TILE_OVERHEAD
-
-
-def choose_tile_size(roi: np.ndarray, candidates: Sequence[int] = tuple(range(9, 64, 3))) -> int:
-    """The output tile size with the least estimated work for this ROI.
-
-    Large tiles waste less on context but cover more empty space around a sparse vessel tree; the
-    best trade-off depends on the scan, so it is computed (a few block reductions, milliseconds).
-    """
-    best = min(candidates, key=lambda s: (len(tile_origins(roi, s)) * tile_cost(s), s))
-    return int(best)
-
-
-def batch_for(size: int, context: int = 48) -> int:
-    """Tiles per batch so that a batch holds about :data:`BATCH_VOXELS` input voxels."""
-    return max(1, int(BATCH_VOXELS // (size + context) ** 3))
 
 
 class SparseHead:
@@ -140,35 +115,101 @@ class SparseHead:
         return self.model.classifier(self.model.fc(points))
 
 
-def run_detector(model: torch.jit.ScriptModule, volume: np.ndarray, roi: np.ndarray, *, segment_out: int,
+Box = tuple[tuple[int, int, int], tuple[int, int, int]]  # output origin (z, y, x), output size (z, y, x)
+
+
+def box_cost(size_zyx: Sequence[int]) -> float:
+    """Relative cost of a DeepMedic output box (sides multiples of 3): voxels computed by the 8 valid
+    layers of the normal pathway (input side + 16) and of the x3-subsampled one (side / 3 + 16)."""
+    normal = sum(float(np.prod([d + 16 - 2 * k for d in size_zyx])) for k in range(1, 9))
+    sub = sum(float(np.prod([d // 3 + 16 - 2 * k for d in size_zyx])) for k in range(1, 9))
+    return normal + sub + TILE_OVERHEAD
+
+
+def cover_boxes(roi: np.ndarray, block: int = 6, max_size: int = 72) -> list[Box]:
+    """Boxes (sides multiples of ``block``, at most ``max_size``) covering every ROI voxel cheaply.
+
+    Recursive bisection of the occupied blocks' bounding box along its longest side, kept only where
+    the two halves cost less than the whole: long runs of vessel share one box (and its context),
+    while empty space between branches is skipped. DeepMedic takes any box whose sides are multiples
+    of 3, and boxes at multiples of ``block`` (itself a multiple of 3) share one x3 pooling grid.
+    """
+    if block % 3:
+        raise ValueError("block must be a multiple of 3")
+    shape = np.asarray(roi.shape)
+    nb = -(-shape // block)
+    padded = np.zeros(tuple(nb * block), dtype=bool)
+    padded[: shape[0], : shape[1], : shape[2]] = roi
+    occ = padded.reshape(nb[0], block, nb[1], block, nb[2], block).any(axis=(1, 3, 5))
+    limit = max(1, max_size // block)
+    boxes: list[Box] = []
+
+    def visit(lo: np.ndarray, hi: np.ndarray) -> list[Box]:
+        sub = occ[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+        where = np.argwhere(sub)
+        if where.size == 0:
+            return []
+        lo, hi = lo + where.min(axis=0), lo + where.max(axis=0) + 1
+        extent = hi - lo
+        whole: Box = (tuple(int(v) * block for v in lo), tuple(int(v) * block for v in extent))  # type: ignore[assignment]
+        if extent.max() == 1:
+            return [whole]
+        axis = int(np.argmax(extent))
+        mid = lo.copy()
+        mid[axis] = lo[axis] + extent[axis] // 2
+        left_hi = hi.copy()
+        left_hi[axis] = mid[axis]
+        parts = visit(lo, left_hi) + visit(mid, hi)
+        if extent.max() > limit or sum(box_cost(b[1]) for b in parts) < box_cost(whole[1]):
+            return parts
+        return [whole]
+
+    boxes = visit(np.zeros(3, dtype=int), nb.copy())
+    return sorted(boxes, key=lambda b: (b[1], b[0]))
+
+
+def run_detector(model: torch.jit.ScriptModule, volume: np.ndarray, roi: np.ndarray, *, segment_out: int | None,
                  context: int, pad_value: float, device: torch.device, batch_size: int = 2,
                  progress: Progress | None = None, cancel: Callable[[], bool] | None = None,
                  sparse_head: bool = True, precision: str = "float32") -> tuple[np.ndarray, int]:
-    """Aneurysm probability on the grid of ``volume`` (z-scored), computed on ROI tiles only.
+    """Aneurysm probability on the grid of ``volume`` (z-scored), computed around the ROI only.
 
+    ``segment_out`` = S: cubic S^3 output tiles on a lattice (``batch_size`` per call);
+    None: the boxes of :func:`cover_boxes` (equal shapes batched up to :data:`BATCH_VOXELS`).
     ``sparse_head`` evaluates DeepMedic's 1^3 head on ROI voxels only (:class:`SparseHead`).
-
-    Returns the probability (0 in tiles not evaluated and outside the ROI) and the tile count.
+    Returns the probability (0 outside the ROI) and the number of tiles/boxes evaluated.
     """
-    if segment_out <= 0 or segment_out % 3:
-        raise ValueError(f"coarse segment_out must be a positive multiple of 3, got {segment_out}")
-    s, half = segment_out, context // 2
-    origins = tile_origins(roi, s)
+    if segment_out is not None:
+        if segment_out <= 0 or segment_out % 3:
+            raise ValueError(f"coarse segment_out must be a positive multiple of 3, got {segment_out}")
+        boxes: list[Box] = [(o, (segment_out,) * 3) for o in tile_origins(roi, segment_out)]  # type: ignore[misc]
+    else:
+        boxes = cover_boxes(roi)
     prob = np.zeros(roi.shape, dtype=np.float32)
-    if not origins:
+    if not boxes:
         return prob, 0
+    half = context // 2
     shape = np.asarray(volume.shape)
-    blocks = -(-shape // s)
-    after = blocks * s - shape + (context - half)
+    reach = np.max([np.add(o, d) for o, d in boxes], axis=0)
+    after = np.maximum(reach - shape, 0) + (context - half)
     padded = np.pad(volume.astype(np.float32, copy=False), [(half, int(a)) for a in after], constant_values=pad_value)
     sparse = SparseHead.create(model, context, device) if sparse_head else None
-    for start in range(0, len(origins), batch_size):
+
+    batches: list[list[Box]] = []
+    for box in boxes:
+        limit = batch_size if segment_out is not None else max(1, int(BATCH_VOXELS // np.prod(np.add(box[1], context))))
+        if batches and batches[-1][0][1] == box[1] and len(batches[-1]) < limit:
+            batches[-1].append(box)
+        else:
+            batches.append([box])
+    done = 0
+    for batch in batches:
         if cancel is not None and cancel():
             raise Cancelled("cancelled during detection")
-        batch = origins[start:start + batch_size]
-        inputs = torch.from_numpy(np.stack([padded[z:z + s + context, y:y + s + context, x:x + s + context]
-                                            for z, y, x in batch])[:, None]).to(device)
-        regions = [tuple(slice(o, min(o + s, int(n))) for o, n in zip(origin, shape)) for origin in batch]
+        size = batch[0][1]
+        inputs = torch.from_numpy(np.stack([padded[z:z + size[0] + context, y:y + size[1] + context,
+                                                   x:x + size[2] + context] for (z, y, x), _ in batch])[:, None]).to(device)
+        regions = [tuple(slice(o, min(o + d, int(n))) for o, d, n in zip(origin, size, shape)) for origin, _ in batch]
         with torch.inference_mode(), autocast(precision, device):
             if sparse is None:
                 p = torch.softmax(model(inputs).float(), dim=1)[:, 1].cpu().numpy()
@@ -178,22 +219,22 @@ def run_detector(model: torch.jit.ScriptModule, volume: np.ndarray, roi: np.ndar
                 feats = sparse.features(inputs)
                 picks = []
                 for b, region in enumerate(regions):
-                    local = np.zeros((s, s, s), dtype=bool)
+                    local = np.zeros(size, dtype=bool)
                     local[tuple(slice(0, r.stop - r.start) for r in region)] = roi[region]
                     idx = torch.from_numpy(np.flatnonzero(local)).to(device)
                     picks.append(feats[b].reshape(feats.shape[1], -1).index_select(1, idx))
-                points = torch.cat(picks, dim=1)
-                logits = sparse.head(points[None, :, :, None, None])
+                logits = sparse.head(torch.cat(picks, dim=1)[None, :, :, None, None])
                 values = torch.softmax(logits.float(), dim=1)[0, 1, :, 0, 0].cpu().numpy()
                 offset = 0
                 for region, pick in zip(regions, picks):
                     k = pick.shape[1]
                     prob[region][roi[region]] = values[offset:offset + k]
                     offset += k
+        done += len(batch)
         if progress is not None:
-            progress(min(1.0, (start + len(batch)) / len(origins)), "detection")
+            progress(done / len(boxes), "detection")
     prob[~roi] = 0.0
-    return prob, len(origins)
+    return prob, len(boxes)
 
 
 def seeds_from_probability(prob: np.ndarray, geometry: Geometry, threshold: float = 0.5,
@@ -238,20 +279,15 @@ def detect(pre: Preprocessed, model: torch.jit.ScriptModule, *, segment_out: int
            precision: str = "float32") -> Detection:
     """Run the coarse detector on the preprocessed scan and return its probability and seeds.
 
-    ``segment_out=None`` picks the cheapest tile size for this scan (:func:`choose_tile_size`).
+    ``segment_out=None`` covers the ROI with :func:`cover_boxes`; a number uses a lattice of cubes.
     """
     roi = coarse_roi(pre, margin_mm=roi_margin_mm)
-    if segment_out is None:
-        segment_out = choose_tile_size(roi)
-    if batch_size is None:
-        batch_size = batch_for(segment_out, context)
     pad = float((pre.background - pre.mean) / pre.std)
     prob, tiles = run_detector(model, pre.coarse.array, roi, segment_out=segment_out, context=context,
-                               pad_value=pad, device=device, batch_size=batch_size,
+                               pad_value=pad, device=device, batch_size=batch_size or 2,
                                progress=progress, cancel=cancel, precision=precision)
-    total = int(np.prod(-(-np.asarray(roi.shape) // segment_out)))
     seeds = seeds_from_probability(prob, pre.coarse.geometry, threshold, merge_distance_mm=merge_distance_mm)
-    return Detection(prob, roi, pre.coarse.geometry, seeds, tiles, total, segment_out)
+    return Detection(prob, roi, pre.coarse.geometry, seeds, tiles)
 
 
 def combine_seeds(detected: Sequence[Seed], given: Sequence[Seed] | None, use_detected: bool) -> list[Seed]:
