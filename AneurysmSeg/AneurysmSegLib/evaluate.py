@@ -256,7 +256,8 @@ def evaluate_command(args: argparse.Namespace, tables: Sequence[str]) -> int:
     dirs: dict[str, list[Path]] = {}
     if set(tables) & {"coarse", "fine", "beta", "ablation"}:
         for g, refs in groups.items():
-            dirs[g] = ensure_cached(refs, cache, progress=lambda i, n, name: log(f"cached {i}/{n} {name}"))
+            dirs[g] = ensure_cached(refs, cache, progress=lambda i, n, name: log(f"cached {i}/{n} {name}"),
+                                    any_preprocess=bool(getattr(args, "any_preprocess_version", False)))
     loaded = load_models(args.models, device) if set(tables) & {"coarse", "fine", "whole"} else None
     command = "aneurysmseg evaluate " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "aneurysmseg evaluate"
     md: list[str] = ["# Evaluation", "",

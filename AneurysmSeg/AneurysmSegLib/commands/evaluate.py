@@ -24,6 +24,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--max-cases", type=int, default=0, help="evaluate at most this many cases per folder (0 = all)")
     p.add_argument("--json", metavar="FILE", help="also write the raw numbers as JSON")
+    p.add_argument("--any-preprocess-version", action="store_true",
+                   help="reuse cached cases made by another version of preprocess.py (as the training did)")
+    p.add_argument("--append", action="store_true", help="add these tables to the end of --out instead of replacing it")
 
 
 def run(args: argparse.Namespace) -> int:
