@@ -198,7 +198,7 @@ def whole_summary(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 def short_fine_run(out: Path, train_data: Sequence[str], val_data: Sequence[str], cache: str | None,
                    beta: float, channels: int, minutes: float, seed: int = 0, threads: int = 0,
-                   steps: int = 25) -> Path:
+                   steps: int = 25, any_preprocess: bool = False) -> Path:
     """Train the fine net for ``minutes`` with the train command (resumable); returns the run folder."""
     from .commands import train
 
@@ -209,6 +209,8 @@ def short_fine_run(out: Path, train_data: Sequence[str], val_data: Sequence[str]
             "--steps-per-epoch", str(steps), "--resume", "--threads", str(threads)]
     if cache:
         argv += ["--cache", cache]
+    if any_preprocess:
+        argv.append("--any-preprocess-version")
     train.run(p.parse_args(argv))
     return out
 
@@ -352,7 +354,7 @@ def evaluate_command(args: argparse.Namespace, tables: Sequence[str]) -> int:
                 run_dir = Path(args.runs) / f"fine-beta{beta:g}-ch{ch}"
                 log(f"short run {name}: {run_dir}")
                 short_fine_run(run_dir, args.train_data, args.data, str(cache), beta, ch, args.budget_minutes,
-                               threads=args.threads)
+                               threads=args.threads, any_preprocess=bool(getattr(args, "any_preprocess_version", False)))
                 predict, channels = eager_predictor(run_dir, device)
                 sc = fine_scores(predict, val_dirs, channels)
                 summ = json.loads((run_dir / "summary.json").read_text())
