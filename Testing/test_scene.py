@@ -7,6 +7,7 @@ compared with the ground truth in RAS.
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from vtk.util import numpy_support
 import slicer
 from AneurysmSegLib import scene
 from AneurysmSegLib.errors import InputError, OutputError
-from AneurysmSegLib.geometry import Geometry, lps_to_ras
+from AneurysmSegLib.geometry import Geometry, Image, lps_to_ras
 from AneurysmSegLib.io import to_sitk
 from AneurysmSegLib.measure import measure_labels
 from AneurysmSegLib.result import Seed, SegmentationResult
@@ -278,36 +279,65 @@ from torch import nn  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 
 
-class BlobDetector(nn.Module):
-    """DeepMedic's contract ((N, 1, S+48, ...) -> (N, 2, S, ...)): fires where a 9^3 blur is bright."""
+def blurKernel() -> torch.Tensor:
+    r = torch.arange(-4, 5, dtype=torch.float32)
+    g = torch.exp(-(r**2) / (2 * 1.5**2))
+    k = g[:, None, None] * g[None, :, None] * g[None, None, :]
+    return k / k.sum()
 
-    def __init__(self) -> None:
+
+class BlobDetector(nn.Module):
+    """DeepMedic's contract ((N, 1, S+48, ...) -> (N, 2, S, ...)): fires where a 9^3 blur of the
+    z-scored input exceeds ``level`` (thick bright blobs, not thin vessels)."""
+
+    def __init__(self, level: float) -> None:
         super().__init__()
-        r = torch.arange(-4, 5, dtype=torch.float32)
-        g = torch.exp(-(r**2) / (2 * 1.5**2))
-        k = g[:, None, None] * g[None, :, None] * g[None, None, :]
-        self.register_buffer("kernel", (k / k.sum())[None, None])
+        self.register_buffer("kernel", blurKernel()[None, None])
+        self.level = level
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         blurred = F.conv3d(x[:, :1, 20:-20, 20:-20, 20:-20], self.kernel)
-        return torch.cat([torch.zeros_like(blurred), 2.0 * (blurred - 8.0)], dim=1)
+        return torch.cat([torch.zeros_like(blurred), 4.0 * (blurred - self.level)], dim=1)
 
 
 class BrightFine(nn.Module):
-    """The SE U-Net's contract ((N, C, 64, 64, 64) -> one logit map): bright voxels."""
+    """The SE U-Net's contract ((N, C, 64, 64, 64) -> one logit map): voxels brighter than ``level``."""
+
+    def __init__(self, level: float) -> None:
+        super().__init__()
+        self.level = level
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return 4.0 * (x[:, :1] - 6.0)
+        return 4.0 * (x[:, :1] - self.level)
 
 
 @pytest.fixture(scope="module")
 def blobModels(tmp_path_factory):
+    """The two test models, their levels set from the current preprocessing's z-scale on the test
+    scan (so a change of normalisation does not silently turn these tests into no-ops)."""
+    from scipy import ndimage
+
     from AneurysmSegLib import models
+    from AneurysmSegLib.preprocess import preprocess
+
+    pre = preprocess(Image(blobScan(), PIPE_GEOMETRY), coarse_spacing=0.7)
+    z = pre.coarse.array
+    blurred = ndimage.convolve(z, blurKernel().numpy(), mode="nearest")
+
+    def at(image, lps) -> float:
+        i = np.round(pre.coarse.geometry.lps_to_index(lps)).astype(int)
+        return float(image[i[2], i[1], i[0]])
+
+    big = min(at(blurred, BLOB_A[0]), at(blurred, BLOB_B[0]))
+    small = max(at(blurred, BLOB_C[0]), at(blurred, along((0.0, 0.0, 6.0))))  # the small blob, the vessel
+    assert big > small + 0.5, f"the test scan no longer separates big blobs ({big:.2f}) from small ones ({small:.2f})"
+    fineLevel = 0.5 * min(at(z, c) for c, _ in (BLOB_A, BLOB_B, BLOB_C))
+    assert fineLevel > 1.0, "blobs are not brighter than tissue after preprocessing"
 
     folder = tmp_path_factory.mktemp("models")
     torch.manual_seed(0)
-    models.export_torchscript(BlobDetector(), torch.randn(1, 1, 57, 57, 57), folder / "coarse.pt")
-    models.export_torchscript(BrightFine(), torch.randn(1, 2, 64, 64, 64), folder / "fine.pt")
+    models.export_torchscript(BlobDetector((big + small) / 2), torch.randn(1, 1, 57, 57, 57), folder / "coarse.pt")
+    models.export_torchscript(BrightFine(fineLevel), torch.randn(1, 2, 64, 64, 64), folder / "fine.pt")
     models.write_manifest(folder, coarse={"file": "coarse.pt", "spacing_mm": 0.7, "in_channels": 1, "segment_out": 27},
                           fine={"file": "fine.pt", "spacing_mm": 0.4, "in_channels": 2, "voi_size": 64},
                           training={"description": "test models (not trained)"}, metrics={})
@@ -329,10 +359,10 @@ def along(mm) -> np.ndarray:
 BLOB_A, BLOB_B, BLOB_C = (along((-6.0, 6.5, 1.0)), 2.6), (along((7.0, -5.0, -2.0)), 2.0), (along((0.0, -7.0, 2.0)), 1.3)
 
 
-@pytest.fixture
-def blobVolume(app, tmp_path):
+@functools.lru_cache(maxsize=1)
+def blobScan() -> np.ndarray:
     """A slab of a head (a cylinder of tissue along the image z axis) in air, a thin vessel along its
-    axis, three bright blobs, noise; loaded from a NIfTI file."""
+    axis, three bright blobs, noise."""
     rng = np.random.default_rng(0)
     idx = np.indices(PIPE_SHAPE).reshape(3, -1)[::-1].T.astype(float)
     lps = PIPE_GEOMETRY.index_to_lps(idx)
@@ -344,8 +374,13 @@ def blobVolume(app, tmp_path):
     img[across <= 0.9] = 300.0
     for centre, radius in (BLOB_A, BLOB_B, BLOB_C):
         img[np.linalg.norm(lps - centre, axis=1) <= radius] = 320.0
-    img = (img.reshape(PIPE_SHAPE) + rng.normal(0.0, 6.0, PIPE_SHAPE)).astype(np.float32)
-    return app.loadVolume(writeImage(tmp_path / "blobs.nii.gz", img, PIPE_GEOMETRY), "blobs")
+    return (img.reshape(PIPE_SHAPE) + rng.normal(0.0, 6.0, PIPE_SHAPE)).astype(np.float32)
+
+
+@pytest.fixture
+def blobVolume(app, tmp_path):
+    """The blob scan loaded from a NIfTI file through Slicer's volumes logic."""
+    return app.loadVolume(writeImage(tmp_path / "blobs.nii.gz", blobScan(), PIPE_GEOMETRY), "blobs")
 
 
 def segmentsNear(segmentationNode) -> list[str]:
