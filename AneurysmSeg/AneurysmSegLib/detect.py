@@ -66,8 +66,9 @@ def tile_origins(roi: np.ndarray, size: int) -> list[tuple[int, int, int]]:
     return [tuple(int(v) * size for v in b) for b in np.argwhere(occupied)]  # type: ignore[misc]
 
 
-#: Per-box overhead (copying, a call into TorchScript) in the units of :func:`box_cost`.
-TILE_OVERHEAD = 20_000.0
+#: Per-box overhead (a call into TorchScript, oneDNN primitives for a new shape) in the units of
+#: :func:`box_cost`; about 0.1 s per call measured on 2 cores, as much as a 9^3 box of work.
+TILE_OVERHEAD = 70_000.0
 #: Input voxels per batch: small boxes are batched more so that each call stays efficient.
 BATCH_VOXELS = 2 * 93**3
 
