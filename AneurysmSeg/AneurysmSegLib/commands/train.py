@@ -146,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = loop.LoopConfig(out=out, epochs=args.epochs or d["epochs"], steps_per_epoch=args.steps_per_epoch or d["steps"],
                           seed=args.seed, resume=args.resume, max_minutes=args.max_minutes,
                           lr_patience=args.lr_patience, stop_patience=args.stop_patience,
-                          progress=not args.no_progress,
+                          progress=not args.no_progress, lr_override=args.lr if args.resume else None,
                           extra={"stage": args.stage, "command": command, "data": [str(p) for p in args.data],
                                  "seed": args.seed, "device": str(device), "threads": torch.get_num_threads(),
                                  "amp_bf16": amp, **split})

@@ -50,6 +50,7 @@ class LoopConfig:
     lr_patience: int = 10  #: halve the lr after this many epochs without a better val loss
     stop_patience: int = 50  #: stop after this many epochs without a better val loss
     min_lr: float = 1e-6
+    lr_override: float | None = None  #: on resume: replace the checkpoint's learning rate
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)  #: saved in the checkpoints (command line, data)
 
@@ -106,6 +107,9 @@ def run(task: Task, cfg: LoopConfig, log: Callable[[str], None] | None = None) -
         task.model.load_state_dict(ck["model"])
         task.optimizer.load_state_dict(ck["optimizer"])
         state = ck["loop"]
+        if cfg.lr_override is not None:
+            _set_lr(task.optimizer, cfg.lr_override)
+            log(f"learning rate set to {cfg.lr_override:g} (was {state.get('lr')})")
         log(f"resumed from {last} after epoch {state['epoch']} ({state['elapsed_s'] / 60:.1f} min so far)")
         if state.get("stopped") == "early stopping" or int(state["epoch"]) + 1 >= cfg.epochs:
             log(f"run already finished ({state['stopped']})")
