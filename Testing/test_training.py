@@ -359,3 +359,30 @@ def test_train_command_end_to_end(phantom_cases: Path, tmp_path: Path) -> None:
     assert train.run(_train_args(args + ["--resume"])) == 0
     rows = list(csv.DictReader(open(tmp_path / "coarse" / "metrics.csv")))
     assert [int(r["epoch"]) for r in rows] == [0, 1]
+
+
+# ------------------------------------------------------------------------------------------ evaluation
+
+
+def test_detection_matching_in_physical_space() -> None:
+    from AneurysmSegLib.evaluate import match_detections
+
+    refs = [(np.array([0.0, 0.0, 0.0]), 2.0), (np.array([30.0, 0.0, 0.0]), 5.0)]
+    seeds = [np.array([1.0, 1.0, 0.0]), np.array([30.0, 0.0, 6.0]), np.array([60.0, 0.0, 0.0])]
+    adam = match_detections(seeds, refs)
+    assert (adam.tp, adam.fn, adam.fp) == (1, 1, 2)  # the second seed is 6 mm away: outside the 5 mm radius
+    voi = match_detections(seeds, refs, voi_half_mm=12.8)
+    assert (voi.tp, voi.fn, voi.fp) == (2, 0, 1)
+    treated = [(np.array([60.0, 0.0, 1.0]), 3.0)]
+    ign = match_detections(seeds, refs, treated)
+    assert (ign.fp, ign.ignored) == (1, 1)
+    assert match_detections([], refs).fn == 2 and match_detections(seeds, []).fp == 3
+
+
+def test_resume_can_replace_the_learning_rate(tmp_path: Path) -> None:
+    task = _coarse_task()
+    loop.run(task, loop.LoopConfig(out=tmp_path, epochs=1, steps_per_epoch=1, progress=False), log=lambda s: None)
+    again = _coarse_task()
+    state = loop.run(again, loop.LoopConfig(out=tmp_path, epochs=2, steps_per_epoch=1, progress=False, resume=True,
+                                            lr_override=1e-4), log=lambda s: None)
+    assert state["epoch"] == 1 and again.optimizer.param_groups[0]["lr"] == pytest.approx(1e-4)
