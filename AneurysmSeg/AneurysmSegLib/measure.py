@@ -80,9 +80,10 @@ def measure_labels(labels: np.ndarray, geometry: Geometry, seeds: Mapping[int, S
                    confidences: Mapping[int, float] | None = None) -> list[Aneurysm]:
     """One :class:`Aneurysm` per label value 1..N (seed and confidence looked up by label value)."""
     labels = np.asarray(labels)
+    if labels.dtype.kind not in "iu":
+        labels = labels.astype(np.int32)
     out: list[Aneurysm] = []
-    count = int(labels.max()) if labels.size else 0
-    boxes = ndimage.find_objects(labels.astype(np.int64)) if count else []
+    boxes = ndimage.find_objects(labels)  # one pass, no copy of a clinical-size array
     for value, box in enumerate(boxes, start=1):
         if box is None:
             continue

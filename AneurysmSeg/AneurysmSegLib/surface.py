@@ -123,10 +123,12 @@ def write_stl(labels: np.ndarray, geometry: Geometry, folder: str | Path, coordi
     except OSError as exc:
         raise OutputError(f"cannot create folder {folder}: {exc.strerror}") from None
     paths: list[Path] = []
-    values = [int(v) for v in np.unique(labels) if v > 0]
-    boxes = ndimage.find_objects(labels.astype(np.int64)) if values else []
-    for value in values:
-        box = boxes[value - 1]
+    if labels.dtype.kind not in "iu":
+        labels = labels.astype(np.int32)
+    boxes = ndimage.find_objects(labels)  # one pass, no copy of a clinical-size array
+    for value, box in enumerate(boxes, start=1):
+        if box is None:
+            continue
         sub = labels[box] == value
         # Work on the label's box only (plus its geometry shifted accordingly): fast on big scans.
         offset_xyz = [box[2].start, box[1].start, box[0].start]
