@@ -80,9 +80,26 @@ def export_models(folder: Path, coarse: nn.Module, fine: nn.Module, segment_out:
     return folder
 
 
+def model_levels() -> tuple[float, float]:
+    """(detector, fine) levels in the z units of the current preprocessing of :func:`synthetic_scan`.
+
+    Taken from the preprocessing itself so that a change of its normalisation does not silently
+    break these tests: the blurred small blob (about 0.6 of its z) must clear the detector level,
+    the blurred 0.9 mm vessel (about 0.3) must not; the fine level is half way from tissue to blob.
+    """
+    from AneurysmSegLib.preprocess import preprocess
+
+    pre = preprocess(synthetic_scan())
+    tissue, blob = (100.0 - pre.mean) / pre.std, (320.0 - pre.mean) / pre.std
+    assert blob - tissue > 4.0, "the synthetic scan no longer separates blobs from tissue"
+    return tissue + 0.45 * (blob - tissue), tissue + 0.5 * (blob - tissue)
+
+
 @pytest.fixture(scope="session")
 def blob_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return export_models(tmp_path_factory.mktemp("blob_models"), BlobDetector(), BrightFine())
+    detector_level, fine_level = model_levels()
+    return export_models(tmp_path_factory.mktemp("blob_models"), BlobDetector(level=detector_level),
+                         BrightFine(level=fine_level))
 
 
 @pytest.fixture(scope="session")
