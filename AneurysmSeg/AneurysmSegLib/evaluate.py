@@ -30,6 +30,7 @@ from .training.data import CaseRef, find_cases
 
 VOI = 64
 FINE_SPACING = 0.4
+THRESHOLDS = (0.5, 0.8, 0.9, 0.95, 0.98)  #: detector thresholds reported in the coarse table
 
 
 def _fmt(v: Any, digits: int = 2) -> str:
@@ -104,18 +105,24 @@ def coarse_case(model: Any, case_dir: Path, device: Any, segment_out: int = 45, 
     t = time.time()
     prob, tiles = det.run_detector(model, vol.image.astype(np.float32), roi, segment_out=segment_out,
                                    context=context, pad_value=float(vol.fill), device=device)
-    seeds = det.seeds_from_probability(prob, geom, threshold)
+    secs = time.time() - t
     refs = [(np.asarray(a["centre_lps"]), float(a["radius_mm"])) for a in meta["aneurysms"]]
     treated = treated_locations(Path(meta["folder"]) / "aneurysms.nii.gz")
-    pts = [np.asarray(s.position_lps) for s in seeds]
-    return {"case": meta["name"], "adam": match_detections(pts, refs, treated),
-            "voi": match_detections(pts, refs, treated, voi_half_mm=VOI * FINE_SPACING / 2),
-            "seeds": len(seeds), "seconds": time.time() - t, "tiles": tiles}
+    out: dict[str, Any] = {"case": meta["name"], "seconds": secs, "tiles": tiles, "by_threshold": {}}
+    for thr in sorted({float(threshold), *THRESHOLDS}):
+        seeds = det.seeds_from_probability(prob, geom, thr)
+        pts = [np.asarray(s.position_lps) for s in seeds]
+        out["by_threshold"][thr] = {"adam": match_detections(pts, refs, treated),
+                                    "voi": match_detections(pts, refs, treated, voi_half_mm=VOI * FINE_SPACING / 2),
+                                    "seeds": len(seeds)}
+    out.update(out["by_threshold"][float(threshold)])
+    return out
 
 
-def coarse_table(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
-    adam = metrics.aggregate([r["adam"] for r in rows])
-    voi = metrics.aggregate([r["voi"] for r in rows])
+def coarse_table(rows: Sequence[dict[str, Any]], threshold: float | None = None) -> dict[str, float]:
+    pick = (lambda r: r) if threshold is None else (lambda r: r["by_threshold"][threshold])
+    adam = metrics.aggregate([pick(r)["adam"] for r in rows])
+    voi = metrics.aggregate([pick(r)["voi"] for r in rows])
     return {"cases": len(rows), "aneurysms": adam["tp"] + adam["fn"], "sensitivity": adam["sensitivity"],
             "fp_per_case": adam["fp_per_case"], "ppv": adam["ppv"], "voi_sensitivity": voi["sensitivity"],
             "voi_fp_per_case": voi["fp_per_case"], "seconds_per_case": float(np.mean([r["seconds"] for r in rows]))}
@@ -167,7 +174,7 @@ def torchscript_predictor(model: Any, device: Any) -> Callable[[np.ndarray], np.
 # ------------------------------------------------------------------------------------------ whole
 
 
-def whole_case(ref: CaseRef, models: Any) -> dict[str, Any]:
+def whole_case(ref: CaseRef, models: Any, threshold: float = 0.5) -> dict[str, Any]:
     """pipeline.segment on one full scan; detection (ADAM rule, label-1 components) and scores."""
     import SimpleITK as sitk
 
@@ -176,7 +183,7 @@ def whole_case(ref: CaseRef, models: Any) -> dict[str, Any]:
     image = io.read_image(ref.image_path)
     labels = sitk.GetArrayFromImage(sitk.ReadImage(str(ref.label_path)))
     t = time.time()
-    res = pipeline.segment(image, models)
+    res = pipeline.segment(image, models, detection_threshold=threshold)
     secs = time.time() - t
     pred = res.labels if res is not None else np.zeros(labels.shape, np.uint16)
     sp = image.geometry.spacing_zyx
@@ -278,7 +285,8 @@ def evaluate_command(args: argparse.Namespace, tables: Sequence[str]) -> int:
             rows = []
             for i, d in enumerate(dirs[g]):
                 rows.append(coarse_case(loaded.coarse, d, device, loaded.coarse_segment_out, loaded.coarse_context))
-                log(f"coarse {g} {i + 1}/{len(dirs[g])}: {rows[-1]['adam']}")
+                a = rows[-1]["adam"]
+                log(f"coarse {g} {i + 1}/{len(dirs[g])}: tp={a.tp} fn={a.fn} fp={a.fp} ({rows[-1]['seconds']:.0f} s)")
             res[g] = rows
         allrows = [r for rows in res.values() for r in rows]
         md += ["## Coarse stage (DeepMedic detector)", "",
@@ -286,15 +294,16 @@ def evaluate_command(args: argparse.Namespace, tables: Sequence[str]) -> int:
                "artery mask + 3 mm (as `detect.detect`). ADAM rule: a reference aneurysm is found when a seed "
                "lies within its maximum radius; VOI criterion: the aneurysm centre lies inside the seed's "
                "64³ VOI (25.6 mm), which is what the fine stage needs.", ""]
-        hdr = ["data", "cases", "aneurysms", "sensitivity (ADAM)", "FP/case (ADAM)", "PPV (ADAM)",
+        hdr = ["data", "threshold", "cases", "aneurysms", "sensitivity (ADAM)", "FP/case (ADAM)", "PPV (ADAM)",
                "sensitivity (VOI)", "FP/case (VOI)", "s/case"]
         trows = []
         for g, rows in list(res.items()) + [("all", allrows)]:
-            t = coarse_table(rows)
-            raw.setdefault("coarse", {})[g] = t
-            trows.append([g, _fmt(t["cases"]), _fmt(t["aneurysms"]), _fmt(t["sensitivity"]), _fmt(t["fp_per_case"]),
-                          _fmt(t["ppv"]), _fmt(t["voi_sensitivity"]), _fmt(t["voi_fp_per_case"]),
-                          _fmt(t["seconds_per_case"], 1)])
+            for thr in THRESHOLDS:
+                t = coarse_table(rows, thr)
+                raw.setdefault("coarse", {}).setdefault(g, {})[thr] = t
+                trows.append([g, f"{thr:g}", _fmt(t["cases"]), _fmt(t["aneurysms"]), _fmt(t["sensitivity"]),
+                              _fmt(t["fp_per_case"]), _fmt(t["ppv"]), _fmt(t["voi_sensitivity"]),
+                              _fmt(t["voi_fp_per_case"]), _fmt(t["seconds_per_case"], 1)])
         md += [_table(hdr, trows), "", "Paper (ADAM validation, real data): sensitivity 1.00, 0.99 FP/case, PPV 0.53.", ""]
 
     if "fine" in tables and loaded is not None:
@@ -313,16 +322,20 @@ def evaluate_command(args: argparse.Namespace, tables: Sequence[str]) -> int:
         md += [_table(hdr, trows), "", "Paper (ADAM validation, real data): DSC 0.81, VS 0.84 (HD 17.93).", ""]
 
     if "whole" in tables and loaded is not None:
-        log("whole volume ...")
+        thr = getattr(args, "detection_threshold", None)
+        if thr is None:
+            thr = float(loaded.manifest["coarse"].get("probability_threshold", 0.5))
+        log(f"whole volume (detection threshold {thr:g}) ...")
         res_w = {}
         for g, refs in groups.items():
             rows = []
             for i, r in enumerate(refs):
-                rows.append(whole_case(r, loaded))
+                rows.append(whole_case(r, loaded, thr))
                 log(f"whole {g} {i + 1}/{len(refs)}: {rows[-1]['detection']} {rows[-1].get('scores', '')}")
             res_w[g] = rows
         allw = [r for rows in res_w.values() for r in rows]
         md += ["## Whole volume (`pipeline.segment`)", "",
+               f"Detector threshold {thr:g}. "
                "Detection by ADAM's rule on the input grid (label-1 components); DSC, HD95 and VS over "
                "cases with aneurysms (label 2 masked out); mean over cases.", ""]
         hdr = ["data", "cases", "sensitivity", "FP/case", "PPV", "DSC", "HD95 (mm)", "VS", "s/case"]

@@ -26,6 +26,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", metavar="FILE", help="also write the raw numbers as JSON")
     p.add_argument("--any-preprocess-version", action="store_true",
                    help="reuse cached cases made by another version of preprocess.py (as the training did)")
+    p.add_argument("--detection-threshold", type=float, default=None,
+                   help="whole: detector threshold passed to pipeline.segment (default: the manifest's "
+                        "coarse probability_threshold, else 0.5)")
     p.add_argument("--append", action="store_true", help="add these tables to the end of --out instead of replacing it")
 
 

@@ -19,6 +19,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="model folder (e.g. AneurysmSeg/Resources/Models)")
     p.add_argument("--which", choices=["best", "last"], default="best", help="checkpoint of a run folder")
     p.add_argument("--segment-out", type=int, default=45, help="coarse inference output tile (multiple of 3)")
+    p.add_argument("--coarse-threshold", type=float, default=0.5,
+                   help="detector probability threshold recorded in the manifest (choose it on validation data)")
     p.add_argument("--note", default="", help="free text stored in the manifest's training section")
 
 
@@ -75,7 +77,7 @@ def run_description(ckpt_path: Path, ck: dict[str, Any]) -> dict[str, Any]:
 
 
 def export_models(coarse: str | Path, fine: str | Path, out: str | Path, which: str = "best",
-                  segment_out: int = 45, note: str = "") -> Path:
+                  segment_out: int = 45, note: str = "", coarse_threshold: float = 0.5) -> Path:
     """Export both checkpoints to ``out`` and write the manifest; returns the manifest path."""
     import torch
 
@@ -99,7 +101,8 @@ def export_models(coarse: str | Path, fine: str | Path, out: str | Path, which: 
         "file": models.DEFAULT_COARSE_FILE, "spacing_mm": COARSE_SPACING_MM, "in_channels": cin,
         "architecture": "DeepMedic", "hyperparameters": cck["hyperparameters"], "segment_out": int(segment_out),
         "training_segment": [57, 9], "output": "logits (N, 2, D-48, H-48, W-48); softmax channel 1 = aneurysm region",
-        "probability_threshold": 0.5, "input": "z-scored image on the coarse grid (preprocess.preprocess)",
+        "probability_threshold": float(coarse_threshold),
+        "input": "z-scored image on the coarse grid (preprocess.preprocess)",
         "labels": "adaptively dilated aneurysms (training.sampling.adaptive_dilation)",
     }
     fine_entry = {
@@ -117,7 +120,8 @@ def export_models(coarse: str | Path, fine: str | Path, out: str | Path, which: 
 
 
 def run(args: argparse.Namespace) -> int:
-    path = export_models(args.coarse, args.fine, args.out, args.which, args.segment_out, args.note)
+    path = export_models(args.coarse, args.fine, args.out, args.which, args.segment_out, args.note,
+                         args.coarse_threshold)
     import json as _json
 
     m = _json.loads(path.read_text())
