@@ -38,6 +38,22 @@ from slicer import (
 REQUIRED_PACKAGES = {"torch": "torch", "scipy": "scipy"}
 
 
+def bundledDetectionThreshold(default: float = 0.5) -> float:
+    """The detector threshold chosen on validation data when the bundled weights were exported.
+
+    Read from the manifest as plain JSON (no torch import at module load); ``default`` when the
+    manifest is missing or has none, so that the panel always opens.
+    """
+    import json
+
+    manifest = Path(__file__).resolve().parent / "Resources" / "Models" / "manifest.json"
+    try:
+        value = float(json.loads(manifest.read_text())["coarse"]["probability_threshold"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return default
+    return value if 0.0 < value < 1.0 else default
+
+
 #
 # AneurysmSeg
 #
@@ -86,14 +102,15 @@ class AneurysmSegParameterNode:
 
     inputVolume - The TOF-MRA to segment.
     device - Where the networks run: auto (GPU when available), CPU or GPU.
-    detectionThreshold - Probability above which the coarse stage proposes a region.
+    detectionThreshold - Probability above which the coarse stage proposes a region (default: the
+        threshold stored with the bundled weights).
     stlFolder, stlCoordinateSystem - Where and in which coordinates STL files are written.
     segmentation, seeds, table - The result nodes of the last run on the input volume.
     """
 
     inputVolume: vtkMRMLScalarVolumeNode
     device: Annotated[str, Choice(["auto", "CPU", "GPU"])] = "auto"
-    detectionThreshold: Annotated[float, WithinRange(0.05, 0.95)] = 0.5
+    detectionThreshold: Annotated[float, WithinRange(0.05, 0.99)] = bundledDetectionThreshold()
     stlFolder: Path = Path.home()
     stlCoordinateSystem: Annotated[str, Choice(["LPS", "RAS"])] = "LPS"
     segmentation: vtkMRMLSegmentationNode
@@ -452,11 +469,12 @@ class AneurysmSegLogic(ScriptedLoadableModuleLogic):
 
         return scene.resultNodesOf(volumeNode) if volumeNode else (None, None, None)
 
-    def segment(self, volumeNode, detectionThreshold: float = 0.5, device: str = "auto",
+    def segment(self, volumeNode, detectionThreshold: Optional[float] = None, device: str = "auto",
                 progress: Optional[Callable[[float, str], None]] = None,
                 cancel: Optional[Callable[[], bool]] = None):
         """Detect and segment; returns (segmentationNode, seedsNode, tableNode), or None if cancelled
-        (the scene is then unchanged). Re-running updates the same nodes."""
+        (the scene is then unchanged). Re-running updates the same nodes. ``detectionThreshold=None``
+        uses the threshold stored in the models' manifest."""
         from AneurysmSegLib import scene
 
         result = scene.runPipeline(volumeNode, detect=True, detectionThreshold=detectionThreshold,
@@ -488,7 +506,7 @@ class AneurysmSegLogic(ScriptedLoadableModuleLogic):
 
     # -- background API (the widget)
 
-    def startSegmentation(self, volumeNode, detectionThreshold: float = 0.5, device: str = "auto"):
+    def startSegmentation(self, volumeNode, detectionThreshold: Optional[float] = None, device: str = "auto"):
         """Start ``aneurysmseg segment`` in a child process; poll the returned task, then call finishTask."""
         from AneurysmSegLib import scene
 

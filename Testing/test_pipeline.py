@@ -14,6 +14,8 @@ the verified manifest like the bundled ones:
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 from typing import Sequence
 
@@ -25,6 +27,7 @@ from torch.nn import functional as F
 
 from AneurysmSegLib import models as models_mod
 from AneurysmSegLib import pipeline
+from AneurysmSegLib.errors import InputError
 from AneurysmSegLib.geometry import Geometry, Image
 from AneurysmSegLib.networks.deepmedic import DeepMedic
 from AneurysmSegLib.networks.se_unet import SEUNet3D
@@ -279,3 +282,28 @@ def test_bfloat16_precision_gives_nearly_the_same_masks(scan: Image, blob_models
     assert 2 * (a & b).sum() / (a.sum() + b.sum()) > 0.95
     with pytest.raises(ValueError, match="precision"):
         pipeline.segment(scan, blob_models, precision="float16")
+
+
+def test_detection_threshold_defaults_to_the_manifests(scan: Image, tmp_path: Path) -> None:
+    """Front ends pass no threshold: the one chosen at export (manifest) applies; an explicit one wins."""
+    detector_level, fine_level = model_levels()
+    soft_dir = export_models(tmp_path / "soft", BlobDetector(level=detector_level, gain=0.5),
+                             BrightFine(level=fine_level))
+    default = models_mod.load_models(soft_dir, device="cpu")
+    assert default.detection_threshold == 0.5  # no threshold in the manifest
+    loose = pipeline.segment(scan, default)
+    assert loose is not None and len(loose.aneurysms) == 2
+    peak = max(s.confidence for s in loose.seeds)
+    assert peak < 0.99
+
+    manifest = json.loads((soft_dir / "manifest.json").read_text())
+    manifest["coarse"]["probability_threshold"] = round((peak + 1.0) / 2, 4)
+    (soft_dir / "manifest.json").write_text(json.dumps(manifest))
+    strict = models_mod.load_models(soft_dir, device="cpu")
+    assert strict.detection_threshold == pytest.approx((peak + 1.0) / 2, abs=1e-4)
+    by_manifest = pipeline.segment(scan, strict)
+    assert by_manifest is not None and by_manifest.seeds == [] and not by_manifest.labels.any()
+    explicit = pipeline.segment(scan, strict, detection_threshold=0.5)
+    assert explicit is not None and np.array_equal(explicit.labels, loose.labels)
+    with pytest.raises(InputError):
+        pipeline.segment(scan, strict, detection_threshold=1.5)

@@ -209,6 +209,9 @@ def short_fine_run(out: Path, train_data: Sequence[str], val_data: Sequence[str]
     """Train the fine net for ``minutes`` with the train command (resumable); returns the run folder."""
     from .commands import train
 
+    summary = out / "summary.json"
+    if summary.is_file() and json.loads(summary.read_text()).get("training_minutes", 0.0) >= minutes * 0.98:
+        return out  # already trained with this budget (e.g. started separately, in parallel)
     p = argparse.ArgumentParser()
     train.configure_parser(p)
     argv = ["fine", "--data", *train_data, "--val", *val_data, "--out", str(out), "--beta", str(beta),

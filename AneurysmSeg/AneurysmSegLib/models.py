@@ -243,6 +243,11 @@ class LoadedModels:
         return _spacing3(self.manifest["fine"]["spacing_mm"])
 
     @property
+    def detection_threshold(self) -> float:
+        """The detector's probability threshold chosen when the weights were exported (0.5 if unset)."""
+        return float(self.manifest["coarse"].get("probability_threshold", 0.5))
+
+    @property
     def voi_size(self) -> int:
         return int(self.manifest["fine"].get("voi_size", 64))
 

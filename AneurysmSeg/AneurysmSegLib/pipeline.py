@@ -61,7 +61,7 @@ def _check(cancel: CancelCheck | None) -> None:
 
 
 def segment(image: Image, models: LoadedModels, *, seeds: Sequence[Seed] | None = None, detect: bool = True,
-            detection_threshold: float = 0.5, progress: ProgressCallback | None = None,
+            detection_threshold: float | None = None, progress: ProgressCallback | None = None,
             cancel: CancelCheck | None = None, preprocessed: Preprocessed | None = None,
             batch_size: int = 2, precision: str = "float32") -> SegmentationResult | None:
     """Segment the aneurysms of one TOF-MRA; None when cancelled. See the module docstring.
@@ -69,7 +69,13 @@ def segment(image: Image, models: LoadedModels, *, seeds: Sequence[Seed] | None 
     ``detect=False`` without seeds gives a result without aneurysms (the user deleted every seed).
     ``batch_size`` is the number of VOIs per fine-stage call (detection batches its tiles by size);
     ``precision="bfloat16"`` runs both networks under bfloat16 autocast (faster where supported).
+    ``detection_threshold=None`` uses the threshold stored in the models' manifest (chosen on validation
+    data when the weights were exported), so every front end gets the same default.
     """
+    if detection_threshold is None:
+        detection_threshold = models.detection_threshold
+    if not 0.0 < detection_threshold < 1.0:
+        raise InputError(f"the detection threshold must lie between 0 and 1, got {detection_threshold:g}")
     if precision not in detect_stage.PRECISIONS:
         raise InputError(f"precision must be one of {', '.join(detect_stage.PRECISIONS)}, got {precision!r}")
     if preprocessed is not None and preprocessed.image.array.shape != image.array.shape:

@@ -336,7 +336,7 @@ def exportStl(segmentationNode, folder: str | Path, coordinateSystem: str = "LPS
 
 
 def runPipeline(volumeNode, *, seeds: Sequence[Seed] | None = None, detect: bool = True,
-                detectionThreshold: float = 0.5, device: str = "auto", models: Any = None,
+                detectionThreshold: float | None = None, device: str = "auto", models: Any = None,
                 progress: Callable[[float, str], None] | None = None,
                 cancel: Callable[[], bool] | None = None,
                 preprocessedCache: dict | None = None) -> SegmentationResult | None:

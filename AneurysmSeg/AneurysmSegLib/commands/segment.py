@@ -49,8 +49,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, metavar="N", help="CPU threads for torch and SimpleITK")
     p.add_argument("--no-detect", action="store_true",
                    help="skip the detector: segment only around the --seeds (fine stage only)")
-    p.add_argument("--detection-threshold", type=float, default=0.5, metavar="P",
-                   help="coarse probability above which a region becomes a seed (default 0.5)")
+    p.add_argument("--detection-threshold", type=float, default=None, metavar="P",
+                   help="coarse probability above which a region becomes a seed "
+                        "(default: the threshold in the models' manifest)")
     p.add_argument("--models", type=Path, metavar="DIR", help="model folder with manifest.json (default: bundled weights)")
     p.add_argument("--precision", choices=("float32", "bfloat16"), default="float32",
                    help="network arithmetic: bfloat16 is about 2x faster on CPUs with AVX512-BF16/AMX and on GPUs")
@@ -226,7 +227,7 @@ def configure_threads(threads: int | None) -> None:
 def run(args: argparse.Namespace) -> int:
     if not args.input.exists():
         raise InputError(f"{args.input} does not exist")
-    if not 0.0 < args.detection_threshold < 1.0:
+    if args.detection_threshold is not None and not 0.0 < args.detection_threshold < 1.0:
         raise InputError("--detection-threshold must lie between 0 and 1")
     if args.no_detect and args.seeds is None:
         raise InputError("--no-detect needs --seeds: without the detector only given seeds are segmented")
