@@ -209,6 +209,17 @@ def check_writable(path: str | Path) -> Path:
     if ext not in WRITE_EXTENSIONS:
         raise OutputError(f"{path.name}: cannot write '{ext or '(no extension)'}'; "
                           f"use one of {', '.join(WRITE_EXTENSIONS)}")
+    ensure_can_create(path)
+    return path
+
+
+def ensure_can_create(path: str | Path) -> Path:
+    """Raise :class:`OutputError` unless the nearest existing folder above ``path`` accepts a new file.
+
+    Tested by creating and removing a probe file: permission bits alone lie when running as root or
+    on read-only mounts. Returns that folder.
+    """
+    path = Path(path)
     folder = path.parent
     while not folder.exists():
         folder = folder.parent
@@ -220,7 +231,7 @@ def check_writable(path: str | Path) -> Path:
         os.remove(probe)
     except OSError as exc:
         raise OutputError(f"cannot write {path}: folder {folder} is not writable ({exc.strerror})") from None
-    return path
+    return folder
 
 
 def _write_atomic(img: sitk.Image, path: Path, compress: bool) -> Path:

@@ -19,6 +19,7 @@ from typing import Any, Sequence
 
 from .errors import InputError, OutputError
 from .geometry import ras_to_lps
+from .io import ensure_can_create
 from .result import Seed
 
 MARKUPS_SCHEMA = ("https://raw.githubusercontent.com/slicer/slicer/master/Modules/Loadable/Markups/"
@@ -80,17 +81,7 @@ def check_json_writable(path: str | Path) -> Path:
     path = Path(path)
     if path.is_dir():
         raise OutputError(f"{path} is a folder; give a file name such as {path / 'seeds.mrk.json'}")
-    folder = path.parent
-    while not folder.exists():
-        folder = folder.parent
-    if not folder.is_dir():
-        raise OutputError(f"cannot write {path}: {folder} is a file, not a folder")
-    try:
-        fd, probe = tempfile.mkstemp(dir=folder, prefix=".aneurysmseg-probe-")
-        os.close(fd)
-        os.remove(probe)
-    except OSError as exc:
-        raise OutputError(f"cannot write {path}: folder {folder} is not writable ({exc.strerror})") from None
+    ensure_can_create(path)
     return path
 
 

@@ -18,6 +18,7 @@ from scipy import ndimage
 
 from .errors import InputError, OutputError
 from .geometry import Geometry
+from .io import ensure_can_create
 
 COORDINATE_SYSTEMS = ("LPS", "RAS")
 
@@ -27,17 +28,7 @@ def check_folder_writable(folder: str | Path) -> Path:
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise OutputError(f"cannot write into {folder}: it is a file, not a folder")
-    existing = folder
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir():
-        raise OutputError(f"cannot create folder {folder}: {existing} is a file")
-    try:
-        fd, probe = tempfile.mkstemp(dir=existing, prefix=".aneurysmseg-probe-")
-        os.close(fd)
-        os.remove(probe)
-    except OSError as exc:
-        raise OutputError(f"cannot write into {folder}: {existing} is not writable ({exc.strerror})") from None
+    ensure_can_create(folder / "aneurysm_1.stl")
     return folder
 
 
