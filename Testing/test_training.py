@@ -20,6 +20,7 @@ from AneurysmSegLib.training.coarse import CoarseTask
 from AneurysmSegLib.training.data import find_cases, kfold_split, training_labels
 from AneurysmSegLib.training.fine import FineTask
 from AneurysmSegLib.training.sampling import CoarseVolume, FineVOIs
+from AneurysmSegLib.evaluate import SIZE_CLASSES
 
 TINY_WIDTHS = (4, 4, 4, 4, 4, 4, 6, 6)
 TINY_FC = (8,)
@@ -386,3 +387,44 @@ def test_resume_can_replace_the_learning_rate(tmp_path: Path) -> None:
     state = loop.run(again, loop.LoopConfig(out=tmp_path, epochs=2, steps_per_epoch=1, progress=False, resume=True,
                                             lr_override=1e-4), log=lambda s: None)
     assert state["epoch"] == 1 and again.optimizer.param_groups[0]["lr"] == pytest.approx(1e-4)
+
+
+def test_evaluate_command_writes_every_table(phantom_cases: Path, tmp_path: Path) -> None:
+    """train -> export -> evaluate on the same tiny cases: every table is written, counts match the truth."""
+    from AneurysmSegLib.commands import evaluate, export, train
+    from AneurysmSegLib.metrics import reference_locations
+
+    import SimpleITK as sitk
+
+    common = ["--data", str(phantom_cases), "--folds", "3", "--fold", "2", "--epochs", "1", "--steps-per-epoch", "1",
+              "--cache", str(tmp_path / "cache"), "--no-progress", "--amp", "off", "--seed", "3"]
+    assert train.run(_train_args(["fine", "--out", str(tmp_path / "fine"), "--base-filters", "4", "--depth", "3",
+                                  *common])) == 0
+    assert train.run(_train_args(["coarse", "--out", str(tmp_path / "coarse"), "--batch", "2", "--fc-widths", "8",
+                                  "--widths", ",".join(map(str, TINY_WIDTHS)), *common])) == 0
+    p = argparse.ArgumentParser()
+    export.configure_parser(p)
+    assert export.run(p.parse_args(["--coarse", str(tmp_path / "coarse"), "--fine", str(tmp_path / "fine"),
+                                    "--out", str(tmp_path / "models"), "--coarse-threshold", "0.9"])) == 0
+
+    p = argparse.ArgumentParser()
+    evaluate.configure_parser(p)
+    out, raw = tmp_path / "eval.md", tmp_path / "eval.json"
+    assert evaluate.run(p.parse_args(["--data", str(phantom_cases), "--models", str(tmp_path / "models"),
+                                      "--cache", str(tmp_path / "cache"), "--out", str(out), "--json", str(raw),
+                                      "--device", "cpu"])) == 0
+    text = out.read_text()
+    for title in ("## Coarse stage", "## Fine stage inside VOIs", "## Whole volume", "Detector threshold 0.9"):
+        assert title in text
+    numbers = json.loads(raw.read_text())
+    group = phantom_cases.name
+    n_aneurysms = 0
+    for case in sorted(phantom_cases.iterdir()):
+        labels = sitk.GetArrayFromImage(sitk.ReadImage(str(case / "aneurysms.nii.gz")))
+        n_aneurysms += len(reference_locations(labels, (1.2, 1.2, 1.2)))
+    assert n_aneurysms == 4
+    assert numbers["coarse"][group]["0.5"]["aneurysms"] == n_aneurysms
+    assert numbers["fine"][group]["vois"] == n_aneurysms
+    assert sum(numbers["fine"][f"all, {name}"]["vois"] for name, _, _ in SIZE_CLASSES) == n_aneurysms
+    assert all(0.0 <= d <= 1.0 for d in numbers["fine"][group]["dsc"])
+    assert numbers["whole"][group]["cases"] == 3

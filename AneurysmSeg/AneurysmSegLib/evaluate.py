@@ -152,8 +152,18 @@ def fine_scores(predict: Callable[[np.ndarray], np.ndarray], case_dirs: Sequence
             pred = predict(x[None])[0] > threshold
             s = metrics.segmentation_scores(pred.astype(np.uint8), ref, (FINE_SPACING,) * 3)
             s["case"] = fv.name  # type: ignore[assignment]
+            s["diameter_mm"] = equivalent_diameter(int((ref == 1).sum()) * FINE_SPACING**3)
             out.append(s)
     return out
+
+
+#: size classes of the fine-stage table (equivalent sphere diameter, mm)
+SIZE_CLASSES = (("< 3 mm", 0.0, 3.0), ("3-6 mm", 3.0, 6.0), (">= 6 mm", 6.0, float("inf")))
+
+
+def equivalent_diameter(volume_mm3: float) -> float:
+    """Diameter of the sphere with this volume: a size that does not depend on the aneurysm's shape."""
+    return float((6.0 * volume_mm3 / np.pi) ** (1.0 / 3.0))
 
 
 def fine_summary(scores: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -316,10 +326,12 @@ def evaluate_command(args: argparse.Namespace, tables: Sequence[str]) -> int:
         allf = [s for v in res_f.values() for s in v]
         md += ["## Fine stage inside VOIs (SE 3D U-Net)", "",
                "One 64³ VOI (0.4 mm) centred on each reference aneurysm, made by `preprocess.voi_channels`; "
-               "prediction = sigmoid > 0.5; mean ± SD over VOIs. HD/HD95 in mm (ADAM's border definition).", ""]
+               "prediction = sigmoid > 0.5; mean ± SD over VOIs. HD/HD95 in mm (ADAM's border definition). "
+               "Size classes by the diameter of the sphere of the aneurysm's volume.", ""]
         hdr = ["data", "VOIs", "DSC", "HD (mm)", "HD95 (mm)", "VS"]
         trows = []
-        for g, sc in list(res_f.items()) + [("all", allf)]:
+        by_size = [(f"all, {name}", [s for s in allf if lo <= s["diameter_mm"] < hi]) for name, lo, hi in SIZE_CLASSES]
+        for g, sc in list(res_f.items()) + [("all", allf)] + by_size:
             raw.setdefault("fine", {})[g] = fine_summary(sc)
             trows.append([g, str(len(sc))] + [_mean_sd([s[k] for s in sc]) for k in metrics.SCORE_KEYS])
         md += [_table(hdr, trows), "", "Paper (ADAM validation, real data): DSC 0.81, VS 0.84 (HD 17.93).", ""]
