@@ -306,4 +306,4 @@ def test_detection_threshold_defaults_to_the_manifests(scan: Image, tmp_path: Pa
     explicit = pipeline.segment(scan, strict, detection_threshold=0.5)
     assert explicit is not None and np.array_equal(explicit.labels, loose.labels)
     with pytest.raises(InputError):
-        pipeline.segment(scan, strict, detection_threshold=1.5)
+        pipeline.segment(scan, strict, detection_threshold=float("nan"))

@@ -12,6 +12,8 @@ Cancelling (``cancel()`` returning True, checked between stages, tiles and VOIs)
 
 from __future__ import annotations
 
+import math
+
 import time
 from typing import Callable, Sequence
 
@@ -74,8 +76,9 @@ def segment(image: Image, models: LoadedModels, *, seeds: Sequence[Seed] | None 
     """
     if detection_threshold is None:
         detection_threshold = models.detection_threshold
-    if not 0.0 < detection_threshold < 1.0:
-        raise InputError(f"the detection threshold must lie between 0 and 1, got {detection_threshold:g}")
+    if not (math.isfinite(detection_threshold) and detection_threshold > 0.0):
+        # above 1 is allowed: the detector runs and proposes nothing (benchmarks time it that way)
+        raise InputError(f"the detection threshold must be a positive probability, got {detection_threshold:g}")
     if precision not in detect_stage.PRECISIONS:
         raise InputError(f"precision must be one of {', '.join(detect_stage.PRECISIONS)}, got {precision!r}")
     if preprocessed is not None and preprocessed.image.array.shape != image.array.shape:
