@@ -13,7 +13,6 @@ Cancelling (``cancel()`` returning True, checked between stages, tiles and VOIs)
 from __future__ import annotations
 
 import math
-
 import time
 from typing import Callable, Sequence
 
