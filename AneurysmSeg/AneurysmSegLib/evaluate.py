@@ -30,7 +30,7 @@ from .training.data import CaseRef, find_cases
 
 VOI = 64
 FINE_SPACING = 0.4
-THRESHOLDS = (0.5, 0.8, 0.9, 0.95, 0.98)  #: detector thresholds reported in the coarse table
+THRESHOLDS = (0.5, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99)  #: detector thresholds reported in the coarse table
 
 
 def _fmt(v: Any, digits: int = 2) -> str:
