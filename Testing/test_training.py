@@ -413,7 +413,7 @@ def test_evaluate_command_writes_every_table(phantom_cases: Path, tmp_path: Path
     assert evaluate.run(p.parse_args(["--data", str(phantom_cases), "--models", str(tmp_path / "models"),
                                       "--cache", str(tmp_path / "cache"), "--out", str(out), "--json", str(raw),
                                       "--device", "cpu"])) == 0
-    text = out.read_text()
+    text = out.read_text(encoding="utf-8")
     for title in ("## Coarse stage", "## Fine stage inside VOIs", "## Whole volume", "Detector threshold 0.9"):
         assert title in text
     numbers = json.loads(raw.read_text())

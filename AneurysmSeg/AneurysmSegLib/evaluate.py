@@ -415,8 +415,8 @@ def evaluate_command(args: argparse.Namespace, tables: Sequence[str]) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.exists() and getattr(args, "append", False):
-        md = [out.read_text(), ""] + md[2:]
-    out.write_text("\n".join(md) + "\n")
+        md = [out.read_text(encoding="utf-8"), ""] + md[2:]
+    out.write_text("\n".join(md) + "\n", encoding="utf-8")
     if args.json:
         Path(args.json).write_text(json.dumps(raw, indent=1, default=str))
     log(f"wrote {out}")
