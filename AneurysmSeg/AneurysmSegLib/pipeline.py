@@ -64,15 +64,18 @@ def _check(cancel: CancelCheck | None) -> None:
 def segment(image: Image, models: LoadedModels, *, seeds: Sequence[Seed] | None = None, detect: bool = True,
             detection_threshold: float | None = None, progress: ProgressCallback | None = None,
             cancel: CancelCheck | None = None, preprocessed: Preprocessed | None = None,
-            batch_size: int = 2, precision: str = "float32") -> SegmentationResult | None:
+            batch_size: int | None = None, precision: str = "float32") -> SegmentationResult | None:
     """Segment the aneurysms of one TOF-MRA; None when cancelled. See the module docstring.
 
     ``detect=False`` without seeds gives a result without aneurysms (the user deleted every seed).
-    ``batch_size`` is the number of VOIs per fine-stage call (detection batches its tiles by size);
+    ``batch_size`` is the number of VOIs per fine-stage call (detection batches its tiles by size); by
+    default 1 on a CPU (measured faster per VOI than 2 on 2 cores: 0.45 vs 0.52 s) and 2 on a GPU;
     ``precision="bfloat16"`` runs both networks under bfloat16 autocast (faster where supported).
     ``detection_threshold=None`` uses the threshold stored in the models' manifest (chosen on validation
     data when the weights were exported), so every front end gets the same default.
     """
+    if batch_size is None:
+        batch_size = 2 if models.device.type == "cuda" else 1
     if detection_threshold is None:
         detection_threshold = models.detection_threshold
     if not (math.isfinite(detection_threshold) and detection_threshold > 0.0):
