@@ -183,3 +183,22 @@ def test_cmake_configures_and_builds_every_file(tmp_path):
     homepage, category, screenshots = (build / "extension.txt").read_text().splitlines()
     assert category == "Segmentation" and homepage.startswith("https://")
     assert screenshots.endswith("Resources/Screenshots/3d.png")
+
+
+def test_panel_threshold_default_is_the_bundled_manifests(tmp_path: Path) -> None:
+    """The panel's detection threshold starts at the value chosen when the weights were exported; a
+    missing or broken manifest falls back to 0.5 instead of breaking the module's import."""
+    import json
+
+    tree = ast.parse(MODULE_PY.read_text(encoding="utf-8"))
+    func = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "bundledDetectionThreshold")
+    namespace: dict = {"Path": Path, "__file__": str(MODULE_PY)}
+    exec(compile(ast.Module(body=[func], type_ignores=[]), str(MODULE_PY), "exec"), namespace)
+    manifest = json.loads((MODULE_DIR / "Resources" / "Models" / "manifest.json").read_text())
+    assert namespace["bundledDetectionThreshold"]() == manifest["coarse"]["probability_threshold"]
+
+    namespace["__file__"] = str(tmp_path / "AneurysmSeg.py")  # no Resources/Models here
+    assert namespace["bundledDetectionThreshold"]() == 0.5
+    (tmp_path / "Resources" / "Models").mkdir(parents=True)
+    (tmp_path / "Resources" / "Models" / "manifest.json").write_text("{not json")
+    assert namespace["bundledDetectionThreshold"]() == 0.5
