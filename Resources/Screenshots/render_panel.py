@@ -10,8 +10,8 @@ Slicer's widgets (ctk*, qMRML*, qSlicer*) do not exist outside Slicer, so each i
 stand-in built from plain Qt widgets that looks like it; the layout, texts and tooltips are the .ui's
 own. ``values.json`` (optional) gives the rows shown in the tables: {"volume": "...", "rows": [[id, name,
 volume, diameter, r, a, s, confidence]], "seeds": [[label, r, a, s]], "status": "..."}. panel_values.json
-holds the bundled sample's reference measurements (volume, diameter, RAS centroid of each labelled
-aneurysm, computed through AneurysmSegLib.scene); no detector confidence, hence the dashes.
+holds what `make demo` reports for the bundled sample with the bundled weights (demo-output/report.json:
+aneurysms 1 and 2 are the sample's two, 3 is a false positive), so the picture shows real output.
 """
 
 from __future__ import annotations
