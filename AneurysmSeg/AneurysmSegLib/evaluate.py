@@ -184,8 +184,8 @@ def torchscript_predictor(model: Any, device: Any) -> Callable[[np.ndarray], np.
 # ------------------------------------------------------------------------------------------ whole
 
 
-def whole_case(ref: CaseRef, models: Any, threshold: float = 0.5) -> dict[str, Any]:
-    """pipeline.segment on one full scan; detection (ADAM rule, label-1 components) and scores."""
+def whole_case(ref: CaseRef, models: Any, threshold: float | None = None) -> dict[str, Any]:
+    """pipeline.segment on one full scan (threshold None: the manifest's); detection (ADAM rule) and scores."""
     import SimpleITK as sitk
 
     from . import io, pipeline
@@ -339,7 +339,7 @@ def evaluate_command(args: argparse.Namespace, tables: Sequence[str]) -> int:
     if "whole" in tables and loaded is not None:
         thr = getattr(args, "detection_threshold", None)
         if thr is None:
-            thr = float(loaded.manifest["coarse"].get("probability_threshold", 0.5))
+            thr = loaded.detection_threshold
         log(f"whole volume (detection threshold {thr:g}) ...")
         res_w = {}
         for g, refs in groups.items():
