@@ -1,7 +1,7 @@
 """3D Slicer module: segment cerebral aneurysms in a TOF-MRA (coarse-to-fine, DeepMedic + SE 3D U-Net).
 
 Thin by design: the pipeline lives in AneurysmSegLib (pure Python), the MRML work in
-AneurysmSegLib.scene (which also runs under slicer-core, where the pytest suite covers it). This file
+AneurysmSegLib.slicer.scene (which also runs under slicer-core, where the pytest suite covers it). This file
 holds Slicer's scripted-module classes: module description, typed parameter node, widget, logic, test.
 """
 
@@ -453,7 +453,7 @@ class AneurysmSegLogic(ScriptedLoadableModuleLogic):
         return {"gpu": "cuda", "cpu": "cpu"}.get(str(device).lower(), "auto")
 
     def _loadedModels(self, device: str):
-        from AneurysmSegLib.models import load_models
+        from AneurysmSegLib.core.models import load_models
 
         key = (self._deviceArgument(device), self.modelDir)
         if key not in self._models:
@@ -465,7 +465,7 @@ class AneurysmSegLogic(ScriptedLoadableModuleLogic):
     @staticmethod
     def resultNodes(volumeNode) -> tuple:
         """(segmentation, seeds, table) made by an earlier run on ``volumeNode``; None where absent."""
-        from AneurysmSegLib import scene
+        from AneurysmSegLib.slicer import scene
 
         return scene.resultNodesOf(volumeNode) if volumeNode else (None, None, None)
 
@@ -475,7 +475,7 @@ class AneurysmSegLogic(ScriptedLoadableModuleLogic):
         """Detect and segment; returns (segmentationNode, seedsNode, tableNode), or None if cancelled
         (the scene is then unchanged). Re-running updates the same nodes. ``detectionThreshold=None``
         uses the threshold stored in the models' manifest."""
-        from AneurysmSegLib import scene
+        from AneurysmSegLib.slicer import scene
 
         result = scene.runPipeline(volumeNode, detect=True, detectionThreshold=detectionThreshold,
                                    models=self._loadedModels(device), progress=progress, cancel=cancel,
@@ -489,7 +489,7 @@ class AneurysmSegLogic(ScriptedLoadableModuleLogic):
                cancel: Optional[Callable[[], bool]] = None):
         """Fine stage only, one VOI per current seed: moved seeds move their segments, deleted seeds
         remove theirs, new seeds add segments. Returns the result nodes, or None if cancelled."""
-        from AneurysmSegLib import scene
+        from AneurysmSegLib.slicer import scene
 
         result = scene.refineFromSeeds(volumeNode, seedsNode, models=self._loadedModels(device),
                                        progress=progress, cancel=cancel, preprocessedCache=self._preprocessed)
@@ -500,7 +500,7 @@ class AneurysmSegLogic(ScriptedLoadableModuleLogic):
 
     def exportStl(self, segmentationNode, folder, coordinateSystem: str = "LPS") -> list:
         """One STL per aneurysm segment into ``folder`` (LPS or RAS); returns the file paths."""
-        from AneurysmSegLib import scene
+        from AneurysmSegLib.slicer import scene
 
         return scene.exportStl(segmentationNode, folder, coordinateSystem)
 
@@ -508,7 +508,7 @@ class AneurysmSegLogic(ScriptedLoadableModuleLogic):
 
     def startSegmentation(self, volumeNode, detectionThreshold: Optional[float] = None, device: str = "auto"):
         """Start ``aneurysmseg segment`` in a child process; poll the returned task, then call finishTask."""
-        from AneurysmSegLib import scene
+        from AneurysmSegLib.slicer import scene
 
         task = scene.BackgroundSegmentation(volumeNode, detect=True, detectionThreshold=detectionThreshold,
                                             device=self._deviceArgument(device), modelDir=self.modelDir)
@@ -517,7 +517,7 @@ class AneurysmSegLogic(ScriptedLoadableModuleLogic):
 
     def startRefinement(self, volumeNode, seedsNode, device: str = "auto"):
         """Start the fine stage only (``--no-detect --seeds``) from the current seeds in a child process."""
-        from AneurysmSegLib import scene
+        from AneurysmSegLib.slicer import scene
 
         task = scene.BackgroundSegmentation(volumeNode, seeds=scene.seedsFromMarkupsNode(seedsNode), detect=False,
                                             device=self._deviceArgument(device), modelDir=self.modelDir)
@@ -527,7 +527,7 @@ class AneurysmSegLogic(ScriptedLoadableModuleLogic):
 
     def finishTask(self, task):
         """Put a finished task's result into the scene (raises the process's error if it failed)."""
-        from AneurysmSegLib import scene
+        from AneurysmSegLib.slicer import scene
 
         result = task.result()
         segmentation, seeds, table = self.resultNodes(task.volumeNode)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from AneurysmSegLib.geometry import Geometry
+from AneurysmSegLib.core.geometry import Geometry
 
 try:  # tests share 2 cores with other jobs: keep torch single-threaded when it is installed
     import torch

@@ -1,7 +1,7 @@
 """An application-like MRML scene under slicer-core (no Slicer application, no Qt).
 
 Slicer's application wires a scene, an application logic, the colour nodes and one logic per module
-at start-up; code written for Slicer (AneurysmSegLib.scene, ``slicer.util`` helpers) expects that
+at start-up; code written for Slicer (AneurysmSegLib.slicer.scene, ``slicer.util`` helpers) expects that
 wiring. :func:`createSlicerScene` does the same with the logics slicer-core ships, and sets
 ``slicer.mrmlScene``/``slicer.modules`` so that ``slicer.util`` works as it does inside Slicer.
 """

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from AneurysmSegLib import io
+from AneurysmSegLib.io import images as io
 from AneurysmSegLib.cli import main
-from AneurysmSegLib.commands.segment import batch_cases
-from AneurysmSegLib.geometry import Geometry, lps_to_ras
-from AneurysmSegLib.seeds_io import read_seeds
+from AneurysmSegLib.cli.segment import batch_cases
+from AneurysmSegLib.core.geometry import Geometry, lps_to_ras
+from AneurysmSegLib.io.seeds import read_seeds
 
 from test_io import write_dicom_series
 from test_pipeline import BLOBS, GEOMETRY, blob_model_dir, synthetic_scan  # noqa: F401 (fixture)

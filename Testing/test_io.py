@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from AneurysmSegLib import io
-from AneurysmSegLib.errors import AneurysmSegError, InputError, OutputError
-from AneurysmSegLib.geometry import Geometry, Image
+from AneurysmSegLib.io import images as io
+from AneurysmSegLib.core.errors import AneurysmSegError, InputError, OutputError
+from AneurysmSegLib.core.geometry import Geometry, Image
 
 
 def volume(shape_zyx: tuple[int, int, int] = (6, 7, 8), seed: int = 0) -> np.ndarray:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from AneurysmSegLib.losses import WeightedDiceLoss, soft_dice, soft_dice_loss, weighted_dice_loss
+from AneurysmSegLib.training.losses import WeightedDiceLoss, soft_dice, soft_dice_loss, weighted_dice_loss
 
 S = 1e-4
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from AneurysmSegLib import measure
-from AneurysmSegLib.geometry import Geometry
-from AneurysmSegLib.result import Seed
+from AneurysmSegLib.stages import measure
+from AneurysmSegLib.core.geometry import Geometry
+from AneurysmSegLib.core.result import Seed
 
 from conftest import rotation_matrix
 

@@ -11,9 +11,9 @@ import SimpleITK as sitk
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from AneurysmSegLib import metrics
-from AneurysmSegLib.errors import InputError
-from AneurysmSegLib.metrics import DetectionResult
+from AneurysmSegLib.evaluation import metrics
+from AneurysmSegLib.core.errors import InputError
+from AneurysmSegLib.evaluation.metrics import DetectionResult
 
 SPACING = (0.7, 0.3, 0.4)  # z, y, x: anisotropic on purpose
 

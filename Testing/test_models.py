@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from AneurysmSegLib import models
-from AneurysmSegLib.errors import InputError, ModelError
+from AneurysmSegLib.core import models
+from AneurysmSegLib.core.errors import InputError, ModelError
 from AneurysmSegLib.networks import DeepMedic, SEUNet3D
 
 torch.set_num_threads(1)

@@ -231,7 +231,7 @@ def test_deepmedic_training_steps_lower_the_loss() -> None:
 def test_se_unet_training_steps_with_wdl_lower_the_dice_loss() -> None:
     """Train with WDL (beta = 1); judge by the soft Dice loss, since the WDL *value* is not monotonic
     in the overlap (see losses.py)."""
-    from AneurysmSegLib.losses import WeightedDiceLoss, soft_dice_loss
+    from AneurysmSegLib.training.losses import WeightedDiceLoss, soft_dice_loss
 
     torch.manual_seed(0)
     model = SEUNet3D(in_channels=1, base_filters=2, depth=3, dropout=0.0)

@@ -25,13 +25,13 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from AneurysmSegLib import models as models_mod
-from AneurysmSegLib import pipeline
-from AneurysmSegLib.errors import InputError
-from AneurysmSegLib.geometry import Geometry, Image
+from AneurysmSegLib.core import models as models_mod
+from AneurysmSegLib.core import pipeline
+from AneurysmSegLib.core.errors import InputError
+from AneurysmSegLib.core.geometry import Geometry, Image
 from AneurysmSegLib.networks.deepmedic import DeepMedic
 from AneurysmSegLib.networks.se_unet import SEUNet3D
-from AneurysmSegLib.result import Seed
+from AneurysmSegLib.core.result import Seed
 
 from conftest import rotation_matrix
 
@@ -259,7 +259,7 @@ def test_cancel_returns_none(scan: Image, blob_models, tmp_path: Path, monkeypat
 
 def test_sparse_head_matches_the_dense_forward(scan: Image, tiny_real_models) -> None:
     """DeepMedic's head on ROI voxels only gives the full forward's probabilities there."""
-    from AneurysmSegLib import detect
+    from AneurysmSegLib.stages import detect
 
     pre = pipeline.prepare(scan, tiny_real_models)
     roi = detect.coarse_roi(pre, margin_mm=detect.ROI_MARGIN_MM)

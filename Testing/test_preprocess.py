@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from AneurysmSegLib.errors import InputError
-from AneurysmSegLib.geometry import Geometry, Image
+from AneurysmSegLib.core.errors import InputError
+from AneurysmSegLib.core.geometry import Geometry, Image
 from AneurysmSegLib import preprocess as pp
 
 from conftest import rotation_matrix

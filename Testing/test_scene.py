@@ -1,4 +1,4 @@
-"""AneurysmSegLib.scene in a real MRML scene (slicer-core): geometry, result nodes, seeds, STL, .mrb.
+"""AneurysmSegLib.slicer.scene in a real MRML scene (slicer-core): geometry, result nodes, seeds, STL, .mrb.
 
 Volumes are real files loaded through Slicer's volumes logic; results are put in the scene, read back
 through MRML (segment labelmaps, markups, tables, STL files, a saved and reloaded scene bundle) and
@@ -18,12 +18,12 @@ import vtk
 from vtk.util import numpy_support
 
 import slicer
-from AneurysmSegLib import scene
-from AneurysmSegLib.errors import InputError, OutputError
-from AneurysmSegLib.geometry import Geometry, Image, lps_to_ras
-from AneurysmSegLib.io import to_sitk
-from AneurysmSegLib.measure import measure_labels
-from AneurysmSegLib.result import Seed, SegmentationResult
+from AneurysmSegLib.slicer import scene
+from AneurysmSegLib.core.errors import InputError, OutputError
+from AneurysmSegLib.core.geometry import Geometry, Image, lps_to_ras
+from AneurysmSegLib.io.images import to_sitk
+from AneurysmSegLib.stages.measure import measure_labels
+from AneurysmSegLib.core.result import Seed, SegmentationResult
 from slicer_scene import createSlicerScene
 
 SAMPLE_DIR = Path(__file__).resolve().parents[1] / "AneurysmSeg" / "Resources" / "Sample"
@@ -317,7 +317,7 @@ def blobModels(tmp_path_factory):
     scan (so a change of normalisation does not silently turn these tests into no-ops)."""
     from scipy import ndimage
 
-    from AneurysmSegLib import models
+    from AneurysmSegLib.core import models
     from AneurysmSegLib.preprocess import preprocess
 
     pre = preprocess(Image(blobScan(), PIPE_GEOMETRY), coarse_spacing=0.7)
@@ -551,7 +551,7 @@ def test_sample_ground_truth_becomes_segments_at_the_right_place_in_ras(app, sam
     """The sample's reference labels, put in the scene, sit where location.txt says, in RAS."""
     from scipy import ndimage
 
-    from AneurysmSegLib.io import read_image
+    from AneurysmSegLib.io.images import read_image
 
     geometry = scene.geometryFromVolumeNode(sample)
     labels, count = ndimage.label(read_image(SAMPLE_DIR / "aneurysms.nii.gz").array == 1)
@@ -573,7 +573,7 @@ BUNDLED_MANIFEST = Path(__file__).resolve().parents[1] / "AneurysmSeg" / "Resour
 def test_sample_segmented_with_the_bundled_weights(app, sample, tmp_path):
     """The module's path end to end on the sample: every reference aneurysm has a segment within its
     radius (ADAM's detection rule), then STL export and a .mrb round trip keep them."""
-    from AneurysmSegLib.models import load_models
+    from AneurysmSegLib.core.models import load_models
 
     result = scene.runPipeline(sample, models=load_models(device="cpu"))
     segmentation, seeds, table = scene.updateResultNodes(sample, result)

@@ -10,9 +10,9 @@ import pytest
 import vtk
 from vtk.util import numpy_support
 
-from AneurysmSegLib import surface
-from AneurysmSegLib.errors import InputError, OutputError
-from AneurysmSegLib.geometry import Geometry, lps_to_ras
+from AneurysmSegLib.io import surfaces as surface
+from AneurysmSegLib.core.errors import InputError, OutputError
+from AneurysmSegLib.core.geometry import Geometry, lps_to_ras
 
 from conftest import rotation_matrix
 

@@ -15,12 +15,14 @@ import pytest
 import torch
 
 from AneurysmSegLib.networks import DeepMedic, SEUNet3D
-from AneurysmSegLib.training import augment, loop, sampling
+from AneurysmSegLib.training import augment
+from AneurysmSegLib.training import loop
+from AneurysmSegLib.training import sampling
 from AneurysmSegLib.training.coarse import CoarseTask
 from AneurysmSegLib.training.data import find_cases, kfold_split, training_labels
 from AneurysmSegLib.training.fine import FineTask
 from AneurysmSegLib.training.sampling import CoarseVolume, FineVOIs
-from AneurysmSegLib.evaluate import SIZE_CLASSES
+from AneurysmSegLib.evaluation.run import SIZE_CLASSES
 
 TINY_WIDTHS = (4, 4, 4, 4, 4, 4, 6, 6)
 TINY_FC = (8,)
@@ -211,7 +213,7 @@ def test_fine_training_lowers_the_loss() -> None:
     task = _fine_task(beta=1.0)
     x, y = sampling.voi_crop(task.train_cases[0], 0, (4, 4, 4), 24)
     xt, yt = torch.from_numpy(x[None]), torch.from_numpy(y[None, None].astype(np.float32))
-    from AneurysmSegLib.losses import soft_dice
+    from AneurysmSegLib.training.losses import soft_dice
 
     def dsc() -> float:
         task.model.eval()
@@ -261,8 +263,8 @@ def test_early_stopping_and_lr_halving(tmp_path: Path) -> None:
 
 
 def test_export_writes_verified_torchscript_that_matches_eager(tmp_path: Path) -> None:
-    from AneurysmSegLib import models
-    from AneurysmSegLib.commands.export import build_model, export_models
+    from AneurysmSegLib.core import models
+    from AneurysmSegLib.cli.export import build_model, export_models
 
     c, f = _coarse_task(), _fine_task()
     for task, name in ((c, "c"), (f, "f")):
@@ -286,7 +288,7 @@ def test_export_writes_verified_torchscript_that_matches_eager(tmp_path: Path) -
         assert torch.allclose(loaded.fine(xf), ef, atol=1e-5)
     # a modified file is refused
     (tmp_path / "models" / manifest["fine"]["file"]).write_bytes(b"corrupted")
-    from AneurysmSegLib.errors import ModelError
+    from AneurysmSegLib.core.errors import ModelError
 
     with pytest.raises(ModelError):
         models.load_models(tmp_path / "models", "cpu")
@@ -298,7 +300,7 @@ def test_export_writes_verified_torchscript_that_matches_eager(tmp_path: Path) -
 @pytest.fixture(scope="module")
 def phantom_cases(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Three tiny ADAM-layout phantom cases (one folder of cases, the ADAM release layout)."""
-    from AneurysmSegLib.phantom import generate_case, write_case
+    from AneurysmSegLib.phantom.render import generate_case, write_case
 
     root = tmp_path_factory.mktemp("adam")
     for i in range(3):
@@ -308,7 +310,7 @@ def phantom_cases(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _train_args(argv: list[str]) -> argparse.Namespace:
-    from AneurysmSegLib.commands import train
+    from AneurysmSegLib.cli import train
 
     p = argparse.ArgumentParser()
     train.configure_parser(p)
@@ -319,14 +321,14 @@ def test_find_cases_accepts_case_and_parent_folders(phantom_cases: Path) -> None
     refs = find_cases([phantom_cases])
     assert [r.name for r in refs] == ["c0", "c1", "c2"]
     assert [r.name for r in find_cases([phantom_cases / "c1"])] == ["c1"]
-    from AneurysmSegLib.errors import InputError
+    from AneurysmSegLib.core.errors import InputError
 
     with pytest.raises(InputError):
         find_cases([phantom_cases / "c0" / "orig"])
 
 
 def test_train_command_end_to_end(phantom_cases: Path, tmp_path: Path) -> None:
-    from AneurysmSegLib.commands import train
+    from AneurysmSegLib.cli import train
     from AneurysmSegLib.training.cache import load_coarse, load_fine, load_meta
 
     cache = tmp_path / "cache"
@@ -366,7 +368,7 @@ def test_train_command_end_to_end(phantom_cases: Path, tmp_path: Path) -> None:
 
 
 def test_detection_matching_in_physical_space() -> None:
-    from AneurysmSegLib.evaluate import match_detections
+    from AneurysmSegLib.evaluation.run import match_detections
 
     refs = [(np.array([0.0, 0.0, 0.0]), 2.0), (np.array([30.0, 0.0, 0.0]), 5.0)]
     seeds = [np.array([1.0, 1.0, 0.0]), np.array([30.0, 0.0, 6.0]), np.array([60.0, 0.0, 0.0])]
@@ -391,8 +393,10 @@ def test_resume_can_replace_the_learning_rate(tmp_path: Path) -> None:
 
 def test_evaluate_command_writes_every_table(phantom_cases: Path, tmp_path: Path) -> None:
     """train -> export -> evaluate on the same tiny cases: every table is written, counts match the truth."""
-    from AneurysmSegLib.commands import evaluate, export, train
-    from AneurysmSegLib.metrics import reference_locations
+    from AneurysmSegLib.cli import evaluate
+    from AneurysmSegLib.cli import export
+    from AneurysmSegLib.cli import train
+    from AneurysmSegLib.evaluation.metrics import reference_locations
 
     import SimpleITK as sitk
 

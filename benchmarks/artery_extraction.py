@@ -33,8 +33,8 @@ from scipy import ndimage
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "AneurysmSeg"))
 
 from AneurysmSegLib import preprocess as pp  # noqa: E402
-from AneurysmSegLib.geometry import Geometry, Image  # noqa: E402
-from AneurysmSegLib.phantom import generate_case  # noqa: E402
+from AneurysmSegLib.core.geometry import Geometry, Image  # noqa: E402
+from AneurysmSegLib.phantom.render import generate_case  # noqa: E402
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:

@@ -47,7 +47,7 @@ TARGETS = {"total_s": 20.0, "peak_gb": 4.0, "fine_per_voi_s": 0.5, "speedup_vs_n
 
 def ensure_case(case_dir: Path, seed: int) -> Path:
     """The phantom's ADAM folder (generated once; about a minute on 2 cores)."""
-    from AneurysmSegLib.phantom import generate_case, write_case
+    from AneurysmSegLib.phantom.render import generate_case, write_case
 
     tof = case_dir / "orig" / "TOF.nii.gz"
     if not tof.is_file():
@@ -63,7 +63,7 @@ def ensure_models(model_dir: Path | None, scratch: Path) -> tuple[Path, bool]:
     """(folder, trained): bundled/given weights, else untrained paper-architecture exports."""
     import torch
 
-    from AneurysmSegLib import models as models_mod
+    from AneurysmSegLib.core import models as models_mod
     from AneurysmSegLib.networks.deepmedic import DeepMedic
     from AneurysmSegLib.networks.se_unet import SEUNet3D
 
@@ -82,8 +82,8 @@ def ensure_models(model_dir: Path | None, scratch: Path) -> tuple[Path, bool]:
 
 
 def true_seeds(case_dir: Path, geometry) -> list:
-    from AneurysmSegLib.metrics import read_locations
-    from AneurysmSegLib.result import Seed
+    from AneurysmSegLib.evaluation.metrics import read_locations
+    from AneurysmSegLib.core.result import Seed
 
     rows = read_locations(case_dir / "location.txt")
     return [Seed(tuple(float(v) for v in geometry.index_to_lps(r[:3])), 1.0, "user", f"T{i + 1}")
@@ -101,9 +101,9 @@ def child_pipeline(case_dir: Path, model_dir: Path, trained: bool, threads: int,
     import SimpleITK as sitk
 
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
-    from AneurysmSegLib.io import read_image
-    from AneurysmSegLib.models import load_models
-    from AneurysmSegLib.pipeline import segment
+    from AneurysmSegLib.io.images import read_image
+    from AneurysmSegLib.core.models import load_models
+    from AneurysmSegLib.core.pipeline import segment
 
     rss_imports = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     cpu0 = time.process_time()
@@ -121,7 +121,7 @@ def child_pipeline(case_dir: Path, model_dir: Path, trained: bool, threads: int,
     wall = time.perf_counter() - t0
     cpu = time.process_time() - cpu0
     assert result is not None
-    from AneurysmSegLib.detect import ROI_MARGIN_MM, cover_boxes
+    from AneurysmSegLib.stages.detect import ROI_MARGIN_MM, cover_boxes
     from AneurysmSegLib.preprocess import coarse_roi, preprocess
 
     # Box statistics (recomputed outside the timed run; cheap next to it).
@@ -156,7 +156,7 @@ def naive_detection(model_dir: Path, shape_zyx: tuple[int, int, int], samples: i
     """DeepMedic dense over the native grid in the manifest's segments (sample timed, extrapolated)."""
     import torch
 
-    from AneurysmSegLib.models import load_models
+    from AneurysmSegLib.core.models import load_models
 
     models = load_models(model_dir, device="cpu")
     s = models.coarse_segment_out

@@ -2,7 +2,7 @@
 
 The aneurysms come from the module's own path: the volume is loaded through Slicer's volumes logic
 (slicer-core), segmented with the pipeline (bundled weights, or ``--models DIR``), and put in a
-segmentation node by AneurysmSegLib.scene; the surfaces drawn are that node's closed-surface
+segmentation node by AneurysmSegLib.slicer.scene; the surfaces drawn are that node's closed-surface
 representation, as Slicer's 3D view shows them. ``--ground-truth`` draws the reference label instead
 (when no weights exist yet); the caption says which. Arteries: the pipeline's own artery
 extraction (preprocess), in translucent grey. Offscreen (EGL), no display needed:
@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT / "AneurysmSeg"))
 def arterySurface(volumeNode) -> vtk.vtkPolyData:
     """The arteries as the pipeline extracts them (preprocess: intracranial, adaptive threshold, on
     the 0.7 mm coarse grid), as a smoothed surface in RAS."""
-    from AneurysmSegLib import scene
+    from AneurysmSegLib.slicer import scene
     from AneurysmSegLib.preprocess import preprocess
 
     pre = preprocess(scene.imageFromVolumeNode(volumeNode), coarse_spacing=0.7)
@@ -88,10 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, nargs=2, default=(900, 700))
     args = parser.parse_args(argv)
 
-    from AneurysmSegLib import scene
-    from AneurysmSegLib.io import read_image
-    from AneurysmSegLib.measure import measure_labels
-    from AneurysmSegLib.result import Seed, SegmentationResult
+    from AneurysmSegLib.slicer import scene
+    from AneurysmSegLib.io.images import read_image
+    from AneurysmSegLib.stages.measure import measure_labels
+    from AneurysmSegLib.core.result import Seed, SegmentationResult
     from slicer_scene import createSlicerScene
 
     app = createSlicerScene()
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
                                     seeds=[a.seed for a in aneurysms])
         caption = f"{len(aneurysms)} reference aneurysm(s) (ground truth), one segment each, on the sample's arteries"
     else:
-        from AneurysmSegLib.models import load_models
+        from AneurysmSegLib.core.models import load_models
 
         result = scene.runPipeline(volume, models=load_models(args.models, device="cpu"))
         caption = f"{len(result.aneurysms)} aneurysm(s) segmented by AneurysmSeg on the bundled sample"

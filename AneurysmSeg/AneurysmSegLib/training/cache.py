@@ -27,7 +27,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from scipy import ndimage
 
-from ..geometry import Geometry
+from ..core.geometry import Geometry
 from .data import CaseRef, training_labels
 from .sampling import CoarseVolume, FineVOIs, adaptive_dilation
 
@@ -103,12 +103,13 @@ def read_labels(path: Path) -> np.ndarray:
 
 def build_case(ref: CaseRef, out_dir: Path, fine_big: int = FINE_BIG) -> None:
     """Preprocess one case and write its cache files into ``out_dir`` (which must exist)."""
-    from .. import io, preprocess as pp
+    from ..io import images as io
+    from .. import preprocess as pp
 
     image = io.read_image(ref.image_path)
     labels = read_labels(ref.label_path)
     if labels.shape != image.array.shape:
-        from ..errors import InputError
+        from ..core.errors import InputError
 
         raise InputError(f"{ref.name}: {ref.label_path.name} has shape {labels.shape}, the image {image.array.shape}")
     mask = training_labels(np.rint(labels).astype(np.int16))

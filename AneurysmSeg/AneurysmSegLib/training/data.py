@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import InputError
+from ..core.errors import InputError
 
 IMAGE_RELPATH = Path("orig") / "TOF.nii.gz"
 LABEL_NAME = "aneurysms.nii.gz"

@@ -80,8 +80,8 @@ def _amp_available(device: Any) -> bool:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..errors import InputError
-    from ..models import resolve_device
+    from ..core.errors import InputError
+    from ..core.models import resolve_device
     from ..training import cache as cache_mod
     from ..training import loop
     from ..training.data import find_cases, kfold_split

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import AneurysmSegError, InputError, OutputError
+from ..core.errors import AneurysmSegError, InputError, OutputError
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 
@@ -97,9 +97,9 @@ class Outputs:
 
 def check_outputs(out: Outputs) -> None:
     """Raise :class:`OutputError` before any work when an output location cannot be written."""
-    from ..io import check_writable
-    from ..seeds_io import check_json_writable
-    from ..surface import check_folder_writable
+    from ..io.images import check_writable
+    from ..io.seeds import check_json_writable
+    from ..io.surfaces import check_folder_writable
 
     check_writable(out.labels)
     if out.seeds is not None:
@@ -148,9 +148,9 @@ def build_report(result: Any, input_path: Path | str, models: Any) -> dict[str, 
 def write_results(result: Any, out: Outputs, *, input_path: Path | str, models: Any, binary: bool = False,
                   stl_coords: str = "LPS") -> list[tuple[str, Path]]:
     """Write every requested output of one case atomically; returns (what, path) pairs."""
-    from ..io import write_label
-    from ..seeds_io import write_seeds, write_text_atomic
-    from ..surface import write_stl
+    from ..io.images import write_label
+    from ..io.seeds import write_seeds, write_text_atomic
+    from ..io.surfaces import write_stl
 
     written: list[tuple[str, Path]] = []
     labels = result.binary() if binary else result.labels
@@ -238,10 +238,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_single(args: argparse.Namespace) -> int:
-    from ..io import read_image
-    from ..models import load_models
-    from ..pipeline import segment
-    from ..seeds_io import read_seeds
+    from ..io.images import read_image
+    from ..core.models import load_models
+    from ..core.pipeline import segment
+    from ..io.seeds import read_seeds
 
     out = Outputs(args.output, args.seeds_out, args.report, args.stl_dir)
     check_outputs(out)
@@ -279,11 +279,11 @@ def run_batch(args: argparse.Namespace, cases: list[tuple[str, Path]]) -> int:
     """Segment every case; a failing case is reported and the others still run."""
     from tqdm import tqdm
 
-    from ..io import read_image
-    from ..models import load_models
-    from ..pipeline import segment
-    from ..seeds_io import check_json_writable, write_text_atomic
-    from ..surface import check_folder_writable
+    from ..io.images import read_image
+    from ..core.models import load_models
+    from ..core.pipeline import segment
+    from ..io.seeds import check_json_writable, write_text_atomic
+    from ..io.surfaces import check_folder_writable
 
     if args.seeds is not None:
         raise InputError("--seeds names positions in one scan; it cannot be used with a folder of cases")

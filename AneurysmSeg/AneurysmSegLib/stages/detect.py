@@ -18,10 +18,10 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from .errors import Cancelled
-from .geometry import Geometry
-from .preprocess import Preprocessed, coarse_roi
-from .result import Seed
+from ..core.errors import Cancelled
+from ..core.geometry import Geometry
+from ..preprocess import Preprocessed, coarse_roi
+from ..core.result import Seed
 
 #: Detector components smaller than this (mm^3) are noise, not an aneurysm region.
 MIN_COMPONENT_MM3 = 1.0

@@ -33,12 +33,12 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import SimpleITK as sitk
 
-    from ..errors import InputError, OutputError
-    from ..io import read_image
-    from ..models import load_models
-    from ..picture import save_mip_picture
-    from ..pipeline import segment
-    from ..surface import check_folder_writable
+    from ..core.errors import InputError, OutputError
+    from ..io.images import read_image
+    from ..core.models import load_models
+    from ..io.pictures import save_mip_picture
+    from ..core.pipeline import segment
+    from ..io.surfaces import check_folder_writable
     from .segment import Outputs, ProgressPrinter, check_outputs, configure_threads, describe, write_results
 
     sample = args.sample or default_sample()
@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
 
 def compare(labels, reference, spacing_zyx) -> list[str]:
     """ADAM metrics against the ground truth: detection (TP/FN/FP) and whole-volume DSC, HD95."""
-    from ..metrics import detection, segmentation_scores
+    from ..evaluation.metrics import detection, segmentation_scores
 
     det = detection(labels, reference, spacing_zyx)
     lines = [f"ground truth: {det.tp + det.fn} aneurysm(s); found {det.tp}, missed {det.fn}, "

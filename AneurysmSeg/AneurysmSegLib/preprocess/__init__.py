@@ -25,9 +25,9 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from .errors import InputError
-from .geometry import Geometry, Image
-from .io import to_sitk, validate_image
+from ..core.errors import InputError
+from ..core.geometry import Geometry, Image
+from ..io.images import to_sitk, validate_image
 
 COARSE_SPACING_MM = 0.7  #: coarse stage grid (isotropic); the model manifest may override it
 FINE_SPACING_MM = 0.4  #: fine stage VOI grid (isotropic)

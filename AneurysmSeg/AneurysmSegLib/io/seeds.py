@@ -17,10 +17,10 @@ import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
-from .errors import InputError, OutputError
-from .geometry import ras_to_lps
-from .io import ensure_can_create
-from .result import Seed
+from ..core.errors import InputError, OutputError
+from ..core.geometry import ras_to_lps
+from .images import ensure_can_create
+from ..core.result import Seed
 
 MARKUPS_SCHEMA = ("https://raw.githubusercontent.com/slicer/slicer/master/Modules/Loadable/Markups/"
                   "Resources/Schema/markups-schema-v1.0.3.json#")

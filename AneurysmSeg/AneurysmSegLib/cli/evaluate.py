@@ -33,8 +33,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import InputError
-    from ..evaluate import evaluate_command
+    from ..core.errors import InputError
+    from ..evaluation.run import evaluate_command
 
     tables = [t.strip() for t in args.tables.split(",") if t.strip()]
     unknown = sorted(set(tables) - set(TABLES))

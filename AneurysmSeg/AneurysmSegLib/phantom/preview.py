@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .phantom import PhantomCase
+from .render import PhantomCase
 
 
 def _aspect(spacing_a: float, spacing_b: float) -> float:

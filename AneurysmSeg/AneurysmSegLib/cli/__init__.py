@@ -8,15 +8,15 @@ import argparse
 import importlib
 import sys
 
-from .errors import AneurysmSegError
+from ..core.errors import AneurysmSegError
 
 COMMANDS: dict[str, tuple[str, str]] = {
-    "segment": ("AneurysmSegLib.commands.segment", "segment aneurysms in a TOF-MRA (file, DICOM folder or batch folder)"),
-    "demo": ("AneurysmSegLib.commands.demo", "segment the bundled sample and write every output to a folder"),
-    "phantom": ("AneurysmSegLib.commands.phantom", "write synthetic TOF-MRA cases with ground truth (ADAM layout)"),
-    "train": ("AneurysmSegLib.commands.train", "train the coarse (DeepMedic) or fine (SE 3D U-Net) network"),
-    "export": ("AneurysmSegLib.commands.export", "export trained checkpoints to TorchScript with a manifest"),
-    "evaluate": ("AneurysmSegLib.commands.evaluate", "evaluate models on ADAM-layout cases and write the tables"),
+    "segment": ("AneurysmSegLib.cli.segment", "segment aneurysms in a TOF-MRA (file, DICOM folder or batch folder)"),
+    "demo": ("AneurysmSegLib.cli.demo", "segment the bundled sample and write every output to a folder"),
+    "phantom": ("AneurysmSegLib.cli.phantom", "write synthetic TOF-MRA cases with ground truth (ADAM layout)"),
+    "train": ("AneurysmSegLib.cli.train", "train the coarse (DeepMedic) or fine (SE 3D U-Net) network"),
+    "export": ("AneurysmSegLib.cli.export", "export trained checkpoints to TorchScript with a manifest"),
+    "evaluate": ("AneurysmSegLib.cli.evaluate", "evaluate models on ADAM-layout cases and write the tables"),
 }
 
 
@@ -41,6 +41,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"aneurysmseg {args.command}: interrupted", file=sys.stderr)
         return 130
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 import numpy as np
 
-from .geometry import Image
+from ..core.geometry import Image
 
 COLOURS = ("#ff3b30", "#34c759", "#ffcc00", "#0a84ff", "#ff9f0a", "#bf5af2", "#64d2ff", "#ff375f")
 

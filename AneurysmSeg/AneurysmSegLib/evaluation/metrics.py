@@ -21,7 +21,7 @@ from typing import Iterable, Literal, Mapping, Sequence
 import numpy as np
 from scipy import ndimage
 
-from .errors import InputError
+from ..core.errors import InputError
 
 Spacing = Sequence[float]
 

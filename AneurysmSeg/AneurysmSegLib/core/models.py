@@ -36,7 +36,7 @@ _VERIFIED: dict[tuple[str, int, int], str] = {}
 
 def default_model_dir() -> Path:
     """AneurysmSeg/Resources/Models, where the extension bundles its weights."""
-    return Path(__file__).resolve().parent.parent / "Resources" / "Models"
+    return Path(__file__).resolve().parents[2] / "Resources" / "Models"
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

@@ -28,11 +28,11 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from scipy import ndimage
 
-from .geometry import Geometry, Image
-from .io import write_image
-from .phantom_anatomy import (AneurysmSpec, HeadShape, Site, build_microvessels, build_sinuses, build_tree, curvature,
+from ..core.geometry import Geometry, Image
+from ..io.images import write_image
+from .anatomy import (AneurysmSpec, HeadShape, Site, build_microvessels, build_sinuses, build_tree, curvature,
                               make_aneurysm, sample_diameter)
-from .phantom_raster import TubeRaster, ellipsoid_sd
+from .raster import TubeRaster, ellipsoid_sd
 
 DEFAULT_SHAPE_XYZ = (256, 256, 96)
 SCANNERS = ("train", "shifted")

@@ -16,13 +16,13 @@ import math
 import time
 from typing import Callable, Sequence
 
-from . import detect as detect_stage
-from . import refine as refine_stage
+from ..stages import detect as detect_stage
+from ..stages import refine as refine_stage
 from .errors import Cancelled, InputError
 from .geometry import Image
-from .measure import measure_labels
+from ..stages.measure import measure_labels
 from .models import LoadedModels
-from .preprocess import Preprocessed, preprocess
+from ..preprocess import Preprocessed, preprocess
 from .result import SegmentationResult, Seed
 
 ProgressCallback = Callable[[float, str], None]

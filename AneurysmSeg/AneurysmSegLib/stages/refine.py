@@ -17,10 +17,10 @@ import torch
 from scipy import ndimage
 
 from .detect import autocast
-from .errors import Cancelled
-from .geometry import Geometry
-from .preprocess import Preprocessed, resample, voi_channels
-from .result import Seed
+from ..core.errors import Cancelled
+from ..core.geometry import Geometry
+from ..preprocess import Preprocessed, resample, voi_channels
+from ..core.result import Seed
 
 Progress = Callable[[float, str], None]
 _STRUCTURE = np.ones((3, 3, 3), dtype=bool)

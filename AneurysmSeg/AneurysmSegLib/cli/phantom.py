@@ -25,7 +25,7 @@ def _parse_overrides(items: list[str]) -> dict:
     """``KEY=VALUE`` strings -> dict; VALUE is JSON when it parses (numbers, true/false), else a string."""
     import json
 
-    from ..errors import InputError
+    from ..core.errors import InputError
 
     out = {}
     for item in items:
@@ -42,8 +42,8 @@ def _parse_overrides(items: list[str]) -> dict:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ..errors import InputError, OutputError
-    from ..phantom import case_seed, generate_case, write_case
+    from ..core.errors import InputError, OutputError
+    from ..phantom.render import case_seed, generate_case, write_case
 
     if args.cases < 1:
         raise InputError("--cases must be at least 1")
@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(str(exc)) from exc
         write_case(case, args.out / f"P{i:04d}")
         if args.preview is not None and i == args.start:
-            from ..phantom_preview import save_closeups, save_mip, save_slices
+            from ..phantom.preview import save_closeups, save_mip, save_slices
 
             save_mip(case, f"{args.preview}_mip.png")
             save_slices(case, f"{args.preview}_slices.png")

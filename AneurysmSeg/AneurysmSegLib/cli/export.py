@@ -26,7 +26,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 def resolve_checkpoint(path: str | Path, which: str = "best") -> Path:
     """A checkpoint file, or ``<run>/<which>.pt`` (falling back to the other one)."""
-    from ..errors import InputError
+    from ..core.errors import InputError
 
     p = Path(path)
     if p.is_file():
@@ -40,7 +40,7 @@ def resolve_checkpoint(path: str | Path, which: str = "best") -> Path:
 
 def build_model(ck: dict[str, Any]):
     """Rebuild the eager model of a checkpoint and load its weights (eval mode)."""
-    from ..errors import ModelError
+    from ..core.errors import ModelError
     from ..networks import DeepMedic, SEUNet3D
 
     classes = {"DeepMedic": DeepMedic, "SEUNet3D": SEUNet3D}
@@ -81,7 +81,7 @@ def export_models(coarse: str | Path, fine: str | Path, out: str | Path, which: 
     """Export both checkpoints to ``out`` and write the manifest; returns the manifest path."""
     import torch
 
-    from .. import models
+    from ..core import models
     from ..preprocess import COARSE_SPACING_MM, FINE_SPACING_MM, VOI_SIZE
     from ..training.loop import load_checkpoint
 

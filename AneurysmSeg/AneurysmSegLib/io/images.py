@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from .errors import InputError, OutputError
-from .geometry import Geometry, Image
+from ..core.errors import InputError, OutputError
+from ..core.geometry import Geometry, Image
 
 #: Extensions read from a single file (lower case, longest first so ".nii.gz" wins over ".gz").
 READ_EXTENSIONS: tuple[str, ...] = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")

@@ -32,9 +32,9 @@ from vtk.util import numpy_support
 
 import slicer
 
-from .errors import AneurysmSegError, InputError, OutputError
-from .geometry import Geometry, Image, LPS_TO_RAS, ras_to_lps
-from .result import Aneurysm, Seed, SegmentationResult
+from ..core.errors import AneurysmSegError, InputError, OutputError
+from ..core.geometry import Geometry, Image, LPS_TO_RAS, ras_to_lps
+from ..core.result import Aneurysm, Seed, SegmentationResult
 
 #: Node reference roles kept on the input volume, so that re-running finds and updates its results.
 SEGMENTATION_REFERENCE_ROLE = "AneurysmSeg.segmentation"
@@ -301,7 +301,7 @@ def exportStl(segmentationNode, folder: str | Path, coordinateSystem: str = "LPS
 
     LPS (Slicer's and ITK's file convention) or RAS. Returns the written paths, in segment order.
     """
-    from .surface import check_folder_writable
+    from ..io.surfaces import check_folder_writable
 
     cs = str(coordinateSystem).upper()
     if cs not in ("LPS", "RAS"):
@@ -346,8 +346,8 @@ def runPipeline(volumeNode, *, seeds: Sequence[Seed] | None = None, detect: bool
     ``preprocessedCache`` dict the preprocessed scan of the last volume is kept there, so that
     refining from seeds runs the fine stage only. Returns None when ``cancel`` asked to stop.
     """
-    from . import pipeline
-    from .models import load_models
+    from ..core import pipeline
+    from ..core.models import load_models
 
     image = imageFromVolumeNode(volumeNode)
     if models is None:
@@ -461,8 +461,8 @@ class BackgroundSegmentation:
 
     def start(self) -> None:
         """Write the inputs and start the process (returns at once)."""
-        from .io import to_sitk
-        from .seeds_io import write_seeds
+        from ..io.images import to_sitk
+        from ..io.seeds import write_seeds
         import SimpleITK as sitk
 
         if self.process is not None or self._empty is not None:
@@ -480,7 +480,7 @@ class BackgroundSegmentation:
             if self.seeds is not None:
                 write_seeds(self.seeds, self.workDir / "seeds.mrk.json", "LPS")
             env = dict(os.environ)
-            libParent = str(Path(__file__).resolve().parent.parent)
+            libParent = str(Path(__file__).resolve().parents[2])
             env["PYTHONPATH"] = os.pathsep.join(p for p in (libParent, env.get("PYTHONPATH", "")) if p)
             env["PYTHONUNBUFFERED"] = "1"
             self.process = subprocess.Popen(

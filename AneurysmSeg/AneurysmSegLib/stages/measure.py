@@ -18,8 +18,8 @@ from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
 from scipy.spatial.distance import pdist
 
-from .geometry import Geometry
-from .result import Aneurysm, Seed
+from ..core.geometry import Geometry
+from ..core.result import Aneurysm, Seed
 
 
 @dataclass(frozen=True)

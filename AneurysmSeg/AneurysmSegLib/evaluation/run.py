@@ -26,7 +26,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from . import metrics
-from .training.data import CaseRef, find_cases
+from ..training.data import CaseRef, find_cases
 
 VOI = 64
 FINE_SPACING = 0.4
@@ -54,7 +54,7 @@ def treated_locations(label_path: Path) -> list[tuple[np.ndarray, float]]:
     """(centre LPS, radius mm) of treated aneurysms (label 2): detections there are ignored."""
     import SimpleITK as sitk
 
-    from .io import geometry_of
+    from ..io.images import geometry_of
 
     img = sitk.ReadImage(str(label_path))
     lab = sitk.GetArrayFromImage(img)
@@ -92,9 +92,9 @@ def coarse_case(model: Any, case_dir: Path, device: Any, segment_out: int = 45, 
     """Detector seeds of one cached case and their detection counts (ADAM rule and VOI criterion)."""
     from scipy import ndimage
 
-    from . import detect as det
-    from .geometry import Geometry
-    from .training.cache import load_coarse, load_masks, load_meta
+    from ..stages import detect as det
+    from ..core.geometry import Geometry
+    from ..training.cache import load_coarse, load_masks, load_meta
 
     meta = load_meta(case_dir)
     vol = load_coarse(case_dir)
@@ -137,7 +137,7 @@ def fine_scores(predict: Callable[[np.ndarray], np.ndarray], case_dirs: Sequence
 
     ``predict`` maps (N, C, 64, 64, 64) float32 to probabilities (N, 64, 64, 64).
     """
-    from .training.cache import load_fine
+    from ..training.cache import load_fine
 
     out = []
     for d in case_dirs:
@@ -188,7 +188,8 @@ def whole_case(ref: CaseRef, models: Any, threshold: float | None = None) -> dic
     """pipeline.segment on one full scan (threshold None: the manifest's); detection (ADAM rule) and scores."""
     import SimpleITK as sitk
 
-    from . import io, pipeline
+    from ..io import images as io
+    from ..core import pipeline
 
     image = io.read_image(ref.image_path)
     labels = sitk.GetArrayFromImage(sitk.ReadImage(str(ref.label_path)))
@@ -217,7 +218,7 @@ def short_fine_run(out: Path, train_data: Sequence[str], val_data: Sequence[str]
                    beta: float, channels: int, minutes: float, seed: int = 0, threads: int = 0,
                    steps: int = 25, any_preprocess: bool = False) -> Path:
     """Train the fine net for ``minutes`` with the train command (resumable); returns the run folder."""
-    from .commands import train
+    from ..cli import train
 
     summary = out / "summary.json"
     if summary.is_file() and json.loads(summary.read_text()).get("training_minutes", 0.0) >= minutes * 0.98:
@@ -238,8 +239,8 @@ def short_fine_run(out: Path, train_data: Sequence[str], val_data: Sequence[str]
 def eager_predictor(run_dir: Path, device: Any) -> tuple[Callable[[np.ndarray], np.ndarray], int]:
     import torch
 
-    from .commands.export import build_model, resolve_checkpoint
-    from .training.loop import load_checkpoint
+    from ..cli.export import build_model, resolve_checkpoint
+    from ..training.loop import load_checkpoint
 
     ck = load_checkpoint(resolve_checkpoint(run_dir))
     model = build_model(ck).to(device)
@@ -263,8 +264,8 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 def evaluate_command(args: argparse.Namespace, tables: Sequence[str]) -> int:
     import torch
 
-    from .models import load_models, resolve_device
-    from .training.cache import ensure_cached
+    from ..core.models import load_models, resolve_device
+    from ..training.cache import ensure_cached
 
     if args.threads:
         torch.set_num_threads(int(args.threads))
@@ -366,7 +367,7 @@ def evaluate_command(args: argparse.Namespace, tables: Sequence[str]) -> int:
     short = {}
     if "beta" in tables or "ablation" in tables:
         if not args.train_data:
-            from .errors import InputError
+            from ..core.errors import InputError
 
             raise InputError("--tables beta/ablation need --train-data (the short runs train on it)")
         configs: dict[str, tuple[float, int]] = {}

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from .errors import InputError, OutputError
-from .geometry import Geometry
-from .io import ensure_can_create
+from ..core.errors import InputError, OutputError
+from ..core.geometry import Geometry
+from .images import ensure_can_create
 
 COORDINATE_SYSTEMS = ("LPS", "RAS")
 

@@ -1,1 +1,0 @@
-"""Subcommands of the ``aneurysmseg`` command line, one module each."""
