@@ -14,6 +14,7 @@ from scipy import ndimage
 from AneurysmSegLib.core.errors import InputError
 from AneurysmSegLib.core.geometry import Geometry, Image
 from AneurysmSegLib import preprocess as pp
+from AneurysmSegLib.preprocess.masks import _ball
 
 from conftest import rotation_matrix
 
@@ -294,7 +295,7 @@ def test_contour_is_zero_far_away_and_peaks_at_the_dilated_border() -> None:
     assert contour.dtype == np.float32 and contour.min() >= 0 and contour.max() <= 1
     assert contour.max() > 0.9
     assert np.all(contour[(r < 2.0) | (r > 5.0)] == 0)
-    dilated = ndimage.binary_dilation(mask, structure=pp._ball(0.8, spacing))
+    dilated = ndimage.binary_dilation(mask, structure=_ball(0.8, spacing))
     cube = np.ones((3, 3, 3), dtype=bool)
     border = dilated & ~ndimage.binary_erosion(dilated, structure=cube)
     near_border = ndimage.binary_dilation(border, structure=cube)

@@ -40,13 +40,11 @@ HEAD_SUBSAMPLE = 40000
 
 
 def preprocess_version() -> str:
-    """Hash of preprocess.py's source: a cache made by another preprocessing is never reused
-    (the network must see exactly what inference will feed it)."""
-    import hashlib
+    """The preprocessing's explicit version: a cache made by another preprocessing is never reused
+    (the network must see exactly what inference will feed it), and a comment edit keeps the cache."""
+    from ..preprocess import PREPROCESS_VERSION
 
-    from .. import preprocess
-
-    return hashlib.sha1(Path(preprocess.__file__).read_bytes()).hexdigest()[:8]
+    return str(PREPROCESS_VERSION)
 
 
 def case_dir(ref: CaseRef, cache: Path) -> Path:
