@@ -132,7 +132,7 @@ class AneurysmSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic = None
         self._parameterNode = None
         self._parameterNodeGuiTag = None
-        self._task = None  # AneurysmSegLib.scene.BackgroundSegmentation while running
+        self._task = None  # AneurysmSegLib.slicer.runners.BackgroundSegmentation while running
         self._taskIsRefine = False
         self._pollTimer = None
 
@@ -475,9 +475,9 @@ class AneurysmSegLogic(ScriptedLoadableModuleLogic):
         """Detect and segment; returns (segmentationNode, seedsNode, tableNode), or None if cancelled
         (the scene is then unchanged). Re-running updates the same nodes. ``detectionThreshold=None``
         uses the threshold stored in the models' manifest."""
-        from AneurysmSegLib.slicer import scene
+        from AneurysmSegLib.slicer import runners, scene
 
-        result = scene.runPipeline(volumeNode, detect=True, detectionThreshold=detectionThreshold,
+        result = runners.runPipeline(volumeNode, detect=True, detectionThreshold=detectionThreshold,
                                    models=self._loadedModels(device), progress=progress, cancel=cancel,
                                    preprocessedCache=self._preprocessed)
         if result is None:
@@ -489,9 +489,9 @@ class AneurysmSegLogic(ScriptedLoadableModuleLogic):
                cancel: Optional[Callable[[], bool]] = None):
         """Fine stage only, one VOI per current seed: moved seeds move their segments, deleted seeds
         remove theirs, new seeds add segments. Returns the result nodes, or None if cancelled."""
-        from AneurysmSegLib.slicer import scene
+        from AneurysmSegLib.slicer import runners, scene
 
-        result = scene.refineFromSeeds(volumeNode, seedsNode, models=self._loadedModels(device),
+        result = runners.refineFromSeeds(volumeNode, seedsNode, models=self._loadedModels(device),
                                        progress=progress, cancel=cancel, preprocessedCache=self._preprocessed)
         if result is None:
             return None
@@ -508,18 +508,18 @@ class AneurysmSegLogic(ScriptedLoadableModuleLogic):
 
     def startSegmentation(self, volumeNode, detectionThreshold: Optional[float] = None, device: str = "auto"):
         """Start ``aneurysmseg segment`` in a child process; poll the returned task, then call finishTask."""
-        from AneurysmSegLib.slicer import scene
+        from AneurysmSegLib.slicer import runners
 
-        task = scene.BackgroundSegmentation(volumeNode, detect=True, detectionThreshold=detectionThreshold,
+        task = runners.BackgroundSegmentation(volumeNode, detect=True, detectionThreshold=detectionThreshold,
                                             device=self._deviceArgument(device), modelDir=self.modelDir)
         task.start()
         return task
 
     def startRefinement(self, volumeNode, seedsNode, device: str = "auto"):
         """Start the fine stage only (``--no-detect --seeds``) from the current seeds in a child process."""
-        from AneurysmSegLib.slicer import scene
+        from AneurysmSegLib.slicer import runners, scene
 
-        task = scene.BackgroundSegmentation(volumeNode, seeds=scene.seedsFromMarkupsNode(seedsNode), detect=False,
+        task = runners.BackgroundSegmentation(volumeNode, seeds=scene.seedsFromMarkupsNode(seedsNode), detect=False,
                                             device=self._deviceArgument(device), modelDir=self.modelDir)
         task.resultSeedsNode = seedsNode
         task.start()

@@ -18,7 +18,7 @@ import vtk
 from vtk.util import numpy_support
 
 import slicer
-from AneurysmSegLib.slicer import scene
+from AneurysmSegLib.slicer import runners, scene
 from AneurysmSegLib.core.errors import InputError, OutputError
 from AneurysmSegLib.core.geometry import Geometry, Image, lps_to_ras
 from AneurysmSegLib.io.images import to_sitk
@@ -400,7 +400,7 @@ def controlPointNear(seedsNode, blob) -> int:
 
 def test_segment_then_move_delete_add_seeds_and_refine(app, blobVolume, blobModels):
     cache: dict = {}
-    result = scene.runPipeline(blobVolume, models=blobModels, preprocessedCache=cache)
+    result = runners.runPipeline(blobVolume, models=blobModels, preprocessedCache=cache)
     assert len(cache) == 1
     segmentation, seeds, table = scene.updateResultNodes(blobVolume, result)
     assert sorted(segmentsNear(segmentation)) == ["A", "B"]  # C is too small for the detector
@@ -408,7 +408,7 @@ def test_segment_then_move_delete_add_seeds_and_refine(app, blobVolume, blobMode
     nodeCount = app.scene.GetNumberOfNodes()
 
     def refine():
-        refined = scene.refineFromSeeds(blobVolume, seeds, models=blobModels, preprocessedCache=cache)
+        refined = runners.refineFromSeeds(blobVolume, seeds, models=blobModels, preprocessedCache=cache)
         assert refined is not None
         assert "detect" not in refined.timings and "preprocess" not in refined.timings  # fine stage only
         nodes = scene.updateResultNodes(blobVolume, refined, segmentation, seeds, table)
@@ -434,7 +434,7 @@ def test_segment_then_move_delete_add_seeds_and_refine(app, blobVolume, blobMode
 
 def test_cancelled_pipeline_leaves_the_scene_unchanged(app, blobVolume, blobModels):
     before = app.scene.GetNumberOfNodes()
-    assert scene.runPipeline(blobVolume, models=blobModels, cancel=lambda: True) is None
+    assert runners.runPipeline(blobVolume, models=blobModels, cancel=lambda: True) is None
     assert app.scene.GetNumberOfNodes() == before
     assert scene.resultNodesOf(blobVolume) == (None, None, None)
 
@@ -449,7 +449,7 @@ def test_cancelled_pipeline_leaves_the_scene_unchanged(app, blobVolume, blobMode
     ("wrote /tmp/labels.nrrd", None),
 ])
 def test_parseProgressLine(line, expected):
-    got = scene.parseProgressLine(line)
+    got = runners.parseProgressLine(line)
     assert got == (pytest.approx(expected) if expected is not None else None)
 
 
@@ -461,18 +461,18 @@ def test_readResultFiles_reads_what_the_command_writes(case, tmp_path):
     result = resultFromLabels(labels, geometry, centres)
     sitk.WriteImage(to_sitk(labels.astype(np.uint16), geometry), str(tmp_path / "labels.nrrd"), True)
     (tmp_path / "report.json").write_text(json.dumps(result.to_report()))
-    back = scene.readResultFiles(tmp_path / "labels.nrrd", tmp_path / "report.json", geometry)
+    back = runners.readResultFiles(tmp_path / "labels.nrrd", tmp_path / "report.json", geometry)
     np.testing.assert_array_equal(back.labels, labels)
     assert back.aneurysms == result.aneurysms and back.seeds == result.seeds
     with pytest.raises(OutputError):  # a label image of another scan is refused
         other = Geometry(spacing=(1.0, 1.0, 1.0), origin=geometry.origin, direction=geometry.direction)
-        scene.readResultFiles(tmp_path / "labels.nrrd", tmp_path / "report.json", other)
+        runners.readResultFiles(tmp_path / "labels.nrrd", tmp_path / "report.json", other)
 
 
 def test_background_cancel_kills_the_process_and_leaves_the_scene_unchanged(app, case):
     node, labels, centres, geometry = case
     before = app.scene.GetNumberOfNodes()
-    task = scene.BackgroundSegmentation(node, detectionThreshold=0.5, device="CPU")
+    task = runners.BackgroundSegmentation(node, detectionThreshold=0.5, device="CPU")
     task.start()
     assert task.process is not None and task.workDir is not None and (task.workDir / "input.nrrd").is_file()
     workDir = task.workDir
@@ -489,7 +489,7 @@ def test_background_refine_without_seeds_gives_no_aneurysms(app, case):
     node, labels, centres, geometry = case
     segmentation, seeds, table = scene.updateResultNodes(node, resultFromLabels(labels, geometry, centres))
     seeds.RemoveAllControlPoints()
-    task = scene.BackgroundSegmentation(node, seeds=scene.seedsFromMarkupsNode(seeds), detect=False)
+    task = runners.BackgroundSegmentation(node, seeds=scene.seedsFromMarkupsNode(seeds), detect=False)
     task.start()
     assert task.process is None and task.poll()  # nothing to run
     scene.updateResultNodes(node, task.result(), segmentation, seeds, table)
@@ -500,7 +500,7 @@ def test_background_segmentation_runs_the_command_and_fills_the_scene(app, blobV
     """What the widget does: the CLI in a child process, polled, its result put in the scene."""
     import time
 
-    task = scene.BackgroundSegmentation(blobVolume, device="CPU", threads=1, modelDir=blobModels.model_dir)
+    task = runners.BackgroundSegmentation(blobVolume, device="CPU", threads=1, modelDir=blobModels.model_dir)
     task.start()
     fractions = []
     deadline = time.monotonic() + 120
@@ -575,7 +575,7 @@ def test_sample_segmented_with_the_bundled_weights(app, sample, tmp_path):
     radius (ADAM's detection rule), then STL export and a .mrb round trip keep them."""
     from AneurysmSegLib.core.models import load_models
 
-    result = scene.runPipeline(sample, models=load_models(device="cpu"))
+    result = runners.runPipeline(sample, models=load_models(device="cpu"))
     segmentation, seeds, table = scene.updateResultNodes(sample, result)
     centroids = [segmentCentroidRas(segmentation, s) for s in segmentIds(segmentation)]
     for centre, radius in sampleTruth(sample):

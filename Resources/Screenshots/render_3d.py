@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, nargs=2, default=(900, 700))
     args = parser.parse_args(argv)
 
-    from AneurysmSegLib.slicer import scene
+    from AneurysmSegLib.slicer import runners, scene
     from AneurysmSegLib.io.images import read_image
     from AneurysmSegLib.stages.measure import measure_labels
     from AneurysmSegLib.core.result import Seed, SegmentationResult
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         from AneurysmSegLib.core.models import load_models
 
-        result = scene.runPipeline(volume, models=load_models(args.models, device="cpu"))
+        result = runners.runPipeline(volume, models=load_models(args.models, device="cpu"))
         caption = f"{len(result.aneurysms)} aneurysm(s) segmented by AneurysmSeg on the bundled sample"
     segmentation, _, _ = scene.updateResultNodes(volume, result)
 

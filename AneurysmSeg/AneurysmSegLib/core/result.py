@@ -6,7 +6,7 @@ Physical positions are kept in LPS (ITK's convention, like the files); RAS is de
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -26,6 +26,16 @@ class Seed:
     @property
     def position_ras(self) -> tuple[float, float, float]:
         return tuple(float(v) for v in lps_to_ras(self.position_lps))  # type: ignore[return-value]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "position_ras": list(self.position_ras)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Seed":
+        """Inverse of :meth:`to_dict` (derived RAS positions are ignored: LPS is the truth)."""
+        return cls(position_lps=tuple(float(v) for v in data["position_lps"]),  # type: ignore[arg-type]
+                   confidence=float(data.get("confidence", 1.0)), source=str(data.get("source", "user")),
+                   label=str(data.get("label", "")))
 
 
 @dataclass
@@ -48,8 +58,19 @@ class Aneurysm:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["centroid_ras"] = list(self.centroid_ras)
-        d["seed"] = {**asdict(self.seed), "position_ras": list(self.seed.position_ras)}
+        d["seed"] = self.seed.to_dict()
         return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Aneurysm":
+        """Inverse of :meth:`to_dict`: every dataclass field is read back, derived keys are ignored."""
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name not in data:
+                continue
+            v = data[f.name]
+            values[f.name] = Seed.from_dict(v) if f.name == "seed" else tuple(v) if isinstance(v, list) else v
+        return cls(**values)
 
 
 @dataclass
@@ -72,6 +93,14 @@ class SegmentationResult:
             "geometry": asdict(self.geometry),
             "aneurysm_count": len(self.aneurysms),
             "aneurysms": [a.to_dict() for a in self.aneurysms],
-            "seeds": [{**asdict(s), "position_ras": list(s.position_ras)} for s in self.seeds],
+            "seeds": [s.to_dict() for s in self.seeds],
             "timings_s": dict(self.timings),
         }
+
+    @classmethod
+    def from_report(cls, report: dict[str, Any], labels: np.ndarray, geometry: Geometry) -> "SegmentationResult":
+        """Inverse of :meth:`to_report` given the label image it describes (e.g. read from a child process)."""
+        return cls(labels=labels, geometry=geometry,
+                   aneurysms=[Aneurysm.from_dict(a) for a in report.get("aneurysms", [])],
+                   seeds=[Seed.from_dict(s) for s in report.get("seeds", [])],
+                   timings={k: float(v) for k, v in report.get("timings_s", {}).items()})
