@@ -38,18 +38,16 @@ from slicer import (
 REQUIRED_PACKAGES = {"torch": "torch", "scipy": "scipy"}
 
 
-def bundledDetectionThreshold(default: float = 0.5) -> float:
-    """The detector threshold chosen on validation data when the bundled weights were exported.
-
-    Read from the manifest as plain JSON (no torch import at module load); ``default`` when the
-    manifest is missing or has none, so that the panel always opens.
-    """
-    import json
-
-    manifest = Path(__file__).resolve().parent / "Resources" / "Models" / "manifest.json"
+def bundledDetectionThreshold(default: float = 0.5, modelFolder: Optional[Path] = None) -> float:
+    """The detector threshold chosen on validation data when the weights in ``modelFolder`` (default:
+    the bundled ones) were exported, read through the library's torch-free manifest reader; ``default``
+    when the manifest is missing, broken or has none, so that the panel always opens."""
     try:
-        value = float(json.loads(manifest.read_text())["coarse"]["probability_threshold"])
-    except (OSError, ValueError, KeyError, TypeError):
+        from AneurysmSegLib.core.manifest import ModelManifest
+
+        folder = modelFolder or Path(__file__).resolve().parent / "Resources" / "Models"
+        value = ModelManifest.read(folder).detection_threshold
+    except Exception:  # the panel must open whatever the manifest holds; modelProblem() explains it
         return default
     return value if 0.0 < value < 1.0 else default
 
@@ -420,26 +418,27 @@ class AneurysmSegLogic(ScriptedLoadableModuleLogic):
     def modelFolder(self) -> Path:
         return Path(self.modelDir) if self.modelDir else self.moduleDirectory() / "Resources" / "Models"
 
+    def modelManifest(self):
+        """The manifest of the weights in use (``modelDir`` or the bundled ones); ModelError if unusable."""
+        from AneurysmSegLib.core.manifest import ModelManifest
+
+        return ModelManifest.read(self.modelFolder())
+
     def modelProblem(self) -> str:
-        """Why the bundled weights cannot be used, or '' (the sha256 check runs when loading)."""
-        manifest = self.modelFolder() / "manifest.json"
-        if not manifest.is_file():
-            return _("The bundled model weights are missing ({path}); reinstall the extension.").format(path=manifest)
+        """Why the weights cannot be used, or '' (the sha256 check runs when loading)."""
+        try:
+            self.modelManifest()
+        except Exception as exc:  # ModelError: missing folder/manifest, wrong format; the message says how to fix
+            return _("The model weights cannot be used: {reason}").format(reason=str(exc))
         return ""
 
     def voiDescription(self) -> str:
-        """The fine-stage VOI as the model manifest states it (the trained network fixes it)."""
-        size, spacing = 64, 0.4
+        """The fine-stage VOI as the manifest of the weights in use states it (the trained network fixes it)."""
         try:
-            import json
-
-            manifest = json.loads((self.modelFolder() / "manifest.json").read_text())
-            fine = manifest.get("fine", {}) if isinstance(manifest, dict) else {}
-            size = int(fine.get("voi_size", size))
-            sp = fine.get("spacing_mm", spacing)
-            spacing = float(sp[0] if isinstance(sp, (list, tuple)) else sp)
-        except (OSError, ValueError, TypeError, IndexError):
-            pass
+            manifest = self.modelManifest()
+            size, spacing = manifest.voi_size, manifest.fine_spacing[0]
+        except Exception:  # modelProblem() reports it; the label still needs a text
+            size, spacing = 64, 0.4
         return _("{n} x {n} x {n} voxels at {s:g} mm (fixed by the model)").format(n=size, s=float(spacing))
 
     def loadSample(self):

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from AneurysmSegLib.core import manifest as manifest_mod
 from AneurysmSegLib.core import models
 from AneurysmSegLib.core.errors import InputError, ModelError
 from AneurysmSegLib.networks import DeepMedic, SEUNet3D
@@ -24,7 +25,7 @@ def _export(model_dir: Path) -> tuple[DeepMedic, SEUNet3D]:
     sha_c = models.export_torchscript(coarse, torch.randn(1, 1, 57, 57, 57), model_dir / "coarse.pt")
     assert coarse.training  # the caller's mode is restored
     sha_f = models.export_torchscript(fine, torch.randn(1, 2, 16, 16, 16), model_dir / "fine.pt", method="trace")
-    assert sha_c == models.sha256_file(model_dir / "coarse.pt")
+    assert sha_c == manifest_mod.sha256_file(model_dir / "coarse.pt")
     models.write_manifest(
         model_dir,
         coarse={"file": "coarse.pt", "spacing_mm": 0.7, "in_channels": 1, "segment_out": 45,
@@ -53,7 +54,7 @@ def model_dir(exported: tuple[Path, DeepMedic, SEUNet3D], tmp_path: Path) -> Pat
 
 def test_manifest_contents(model_dir: Path) -> None:
     m = json.loads((model_dir / "manifest.json").read_text())
-    assert m["format_version"] == models.FORMAT_VERSION
+    assert m["format_version"] == manifest_mod.FORMAT_VERSION
     assert m["coarse"]["context"] == 48 and m["coarse"]["segment_out"] == 45
     assert m["fine"]["voi_size"] == 64
     assert m["coarse"]["size_bytes"] == (model_dir / "coarse.pt").stat().st_size
@@ -109,7 +110,7 @@ def test_missing_file_manifest_and_folder(model_dir: Path, tmp_path: Path) -> No
 def test_unloadable_torchscript_with_matching_sha_is_refused(model_dir: Path) -> None:
     (model_dir / "fine.pt").write_bytes(b"not a torchscript archive")
     m = json.loads((model_dir / "manifest.json").read_text())
-    m["fine"]["sha256"] = models.sha256_file(model_dir / "fine.pt")
+    m["fine"]["sha256"] = manifest_mod.sha256_file(model_dir / "fine.pt")
     (model_dir / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(ModelError, match="not loadable TorchScript"):
         models.load_models(model_dir, device="cpu")
@@ -144,5 +145,5 @@ def test_resolve_device_and_default_dir() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(InputError, match="no CUDA GPU"):
             models.resolve_device("cuda")
-    d = models.default_model_dir()
+    d = manifest_mod.default_model_dir()
     assert d.parts[-3:] == ("AneurysmSeg", "Resources", "Models")

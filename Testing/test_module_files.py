@@ -197,7 +197,9 @@ def test_panel_threshold_default_is_the_bundled_manifests(tmp_path: Path) -> Non
 
     tree = ast.parse(MODULE_PY.read_text(encoding="utf-8"))
     func = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "bundledDetectionThreshold")
-    namespace: dict = {"Path": Path, "__file__": str(MODULE_PY)}
+    from typing import Optional
+
+    namespace: dict = {"Path": Path, "Optional": Optional, "__file__": str(MODULE_PY)}
     exec(compile(ast.Module(body=[func], type_ignores=[]), str(MODULE_PY), "exec"), namespace)
     manifest = json.loads((MODULE_DIR / "Resources" / "Models" / "manifest.json").read_text())
     assert namespace["bundledDetectionThreshold"]() == manifest["coarse"]["probability_threshold"]

@@ -263,6 +263,7 @@ def test_early_stopping_and_lr_halving(tmp_path: Path) -> None:
 
 
 def test_export_writes_verified_torchscript_that_matches_eager(tmp_path: Path) -> None:
+    from AneurysmSegLib.core import manifest as manifest_mod
     from AneurysmSegLib.core import models
     from AneurysmSegLib.cli.export import build_model, export_models
 
@@ -274,7 +275,7 @@ def test_export_writes_verified_torchscript_that_matches_eager(tmp_path: Path) -
     manifest = json.loads(manifest_path.read_text())
     for kind in ("coarse", "fine"):
         entry = manifest[kind]
-        assert entry["sha256"] == models.sha256_file(tmp_path / "models" / entry["file"])
+        assert entry["sha256"] == manifest_mod.sha256_file(tmp_path / "models" / entry["file"])
     assert manifest["fine"]["in_channels"] == 2 and manifest["fine"]["voi_size"] == 64
     assert manifest["coarse"]["spacing_mm"] == [0.7] * 3
     assert manifest["training"]["coarse"]["task"]["train_cases"] == 2

@@ -63,12 +63,13 @@ def ensure_models(model_dir: Path | None, scratch: Path) -> tuple[Path, bool]:
     """(folder, trained): bundled/given weights, else untrained paper-architecture exports."""
     import torch
 
+    from AneurysmSegLib.core import manifest as manifest_mod
     from AneurysmSegLib.core import models as models_mod
     from AneurysmSegLib.networks.deepmedic import DeepMedic
     from AneurysmSegLib.networks.se_unet import SEUNet3D
 
-    folder = model_dir or models_mod.default_model_dir()
-    if (folder / models_mod.MANIFEST_NAME).is_file():
+    folder = model_dir or manifest_mod.default_model_dir()
+    if (folder / manifest_mod.MANIFEST_NAME).is_file():
         return folder, True
     folder = scratch / "untrained-models"
     torch.manual_seed(0)

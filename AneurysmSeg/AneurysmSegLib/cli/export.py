@@ -82,6 +82,7 @@ def export_models(coarse: str | Path, fine: str | Path, out: str | Path, which: 
     import torch
 
     from ..core import models
+    from ..core.manifest import DEFAULT_COARSE_FILE, DEFAULT_FINE_FILE
     from ..preprocess import COARSE_SPACING_MM, FINE_SPACING_MM, VOI_SIZE
     from ..training.loop import load_checkpoint
 
@@ -93,12 +94,12 @@ def export_models(coarse: str | Path, fine: str | Path, out: str | Path, which: 
     g = torch.Generator().manual_seed(0)
     cin = int(cck["hyperparameters"].get("in_channels", 1))
     fin = int(fck["hyperparameters"].get("in_channels", 2))
-    models.export_torchscript(cmodel, torch.randn(1, cin, 66, 66, 66, generator=g), out / models.DEFAULT_COARSE_FILE)
+    models.export_torchscript(cmodel, torch.randn(1, cin, 66, 66, 66, generator=g), out / DEFAULT_COARSE_FILE)
     models.export_torchscript(fmodel, torch.randn(1, fin, VOI_SIZE, VOI_SIZE, VOI_SIZE, generator=g),
-                              out / models.DEFAULT_FINE_FILE)
+                              out / DEFAULT_FINE_FILE)
     cdesc, fdesc = run_description(cpath, cck), run_description(fpath, fck)
     coarse_entry = {
-        "file": models.DEFAULT_COARSE_FILE, "spacing_mm": COARSE_SPACING_MM, "in_channels": cin,
+        "file": DEFAULT_COARSE_FILE, "spacing_mm": COARSE_SPACING_MM, "in_channels": cin,
         "architecture": "DeepMedic", "hyperparameters": cck["hyperparameters"], "segment_out": int(segment_out),
         "training_segment": [57, 9], "output": "logits (N, 2, D-48, H-48, W-48); softmax channel 1 = aneurysm region",
         "probability_threshold": float(coarse_threshold),
@@ -106,7 +107,7 @@ def export_models(coarse: str | Path, fine: str | Path, out: str | Path, which: 
         "labels": "adaptively dilated aneurysms (training.sampling.adaptive_dilation)",
     }
     fine_entry = {
-        "file": models.DEFAULT_FINE_FILE, "spacing_mm": FINE_SPACING_MM, "in_channels": fin, "voi_size": VOI_SIZE,
+        "file": DEFAULT_FINE_FILE, "spacing_mm": FINE_SPACING_MM, "in_channels": fin, "voi_size": VOI_SIZE,
         "architecture": "SEUNet3D", "hyperparameters": fck["hyperparameters"],
         "output": "logits (N, 1, 64, 64, 64); sigmoid > 0.5 = aneurysm", "probability_threshold": 0.5,
         "input": "preprocess.voi_channels(pre, centre, 64, 0.4, channels)",

@@ -121,18 +121,9 @@ def check_outputs(out: Outputs) -> None:
 
 
 def model_summary(models: Any) -> dict[str, Any]:
-    """What the report says about the models: files, sha256, geometry, how they were trained."""
-    manifest = models.manifest
-    keep = ("file", "sha256", "spacing_mm", "in_channels", "segment_out", "context", "voi_size")
-    training = manifest.get("training", {})
-    return {
-        "folder": str(models.model_dir),
-        "device": str(models.device),
-        "created_utc": manifest.get("created_utc"),
-        "coarse": {k: manifest["coarse"][k] for k in keep if k in manifest["coarse"]},
-        "fine": {k: manifest["fine"][k] for k in keep if k in manifest["fine"]},
-        "training": training.get("description", training) if isinstance(training, dict) else training,
-    }
+    """What the report says about the models: the manifest's summary and the device they ran on."""
+    summary = models.manifest.summary()
+    return {"folder": summary.pop("folder"), "device": str(models.device), **summary}
 
 
 def build_report(result: Any, input_path: Path | str, models: Any) -> dict[str, Any]:

@@ -9,43 +9,21 @@ model is worse than none. Nothing is downloaded: hospitals are often offline.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import os
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
 from .errors import InputError, ModelError
-
-MANIFEST_NAME = "manifest.json"
-FORMAT_VERSION = 1
-COARSE_CONTEXT = 48
-DEFAULT_COARSE_FILE = "coarse_deepmedic.pt"
-DEFAULT_FINE_FILE = "fine_se_unet.pt"
-
-_HOW_TO_FIX = "run `aneurysmseg export` to write the weights, or reinstall AneurysmSeg to restore the bundled ones"
+from .manifest import (COARSE_CONTEXT, FORMAT_VERSION, HOW_TO_FIX, MANIFEST_NAME,
+                       ModelManifest, sha256_file)
 
 # (resolved path, mtime_ns, size) -> sha256 verified in this process
 _VERIFIED: dict[tuple[str, int, int], str] = {}
-
-
-def default_model_dir() -> Path:
-    """AneurysmSeg/Resources/Models, where the extension bundles its weights."""
-    return Path(__file__).resolve().parents[2] / "Resources" / "Models"
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -168,34 +146,14 @@ def write_manifest(
 
 
 def read_manifest(model_dir: str | os.PathLike | None = None) -> dict:
-    """Parse and check ``manifest.json``; ModelError when missing or malformed."""
-    model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
-    if not model_dir.is_dir():
-        raise ModelError(f"model folder {model_dir} does not exist: {_HOW_TO_FIX}")
-    path = model_dir / MANIFEST_NAME
-    if not path.is_file():
-        raise ModelError(f"model manifest {path} is missing: {_HOW_TO_FIX}")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelError(f"model manifest {path} cannot be read ({exc}): {_HOW_TO_FIX}") from exc
-    if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:
-        raise ModelError(
-            f"model manifest {path} has format_version {manifest.get('format_version') if isinstance(manifest, dict) else None!r}, "
-            f"this AneurysmSeg reads {FORMAT_VERSION}: {_HOW_TO_FIX}"
-        )
-    for kind in ("coarse", "fine"):
-        entry = manifest.get(kind)
-        missing = [k for k in ("file", "sha256", "spacing_mm", "in_channels") if not isinstance(entry, dict) or k not in entry]
-        if missing:
-            raise ModelError(f"model manifest {path}: '{kind}' lacks {', '.join(missing)}: {_HOW_TO_FIX}")
-    return manifest
+    """The checked manifest as a plain dict (see :class:`ModelManifest` for the typed view)."""
+    return ModelManifest.read(model_dir).data
 
 
 def verify_file(path: Path, expected_sha256: str) -> None:
     """ModelError unless ``path`` exists and has the expected sha256 (cached per path/mtime/size)."""
     if not path.is_file():
-        raise ModelError(f"model file {path} is missing: {_HOW_TO_FIX}")
+        raise ModelError(f"model file {path} is missing: {HOW_TO_FIX}")
     st = path.stat()
     key = (str(path.resolve()), st.st_mtime_ns, st.st_size)
     if _VERIFIED.get(key) == expected_sha256:
@@ -204,7 +162,7 @@ def verify_file(path: Path, expected_sha256: str) -> None:
     if actual != expected_sha256:
         raise ModelError(
             f"model file {path} is corrupted or was modified: sha256 {actual}, expected {expected_sha256} "
-            f"(from {MANIFEST_NAME}): {_HOW_TO_FIX}"
+            f"(from {MANIFEST_NAME}): {HOW_TO_FIX}"
         )
     _VERIFIED[key] = actual
 
@@ -217,76 +175,44 @@ def _load_script(path: Path, device: torch.device, saved_with: str | None) -> to
         versions = f"saved with torch {saved_with}, this is torch {torch.__version__}; " if saved_with else ""
         raise ModelError(
             f"model file {path} is not loadable TorchScript ({type(exc).__name__}: {first}; {versions}"
-            f"{_HOW_TO_FIX})"
+            f"{HOW_TO_FIX})"
         ) from exc
     return module.eval()
 
 
 @dataclass
 class LoadedModels:
-    """Both verified TorchScript models, their manifest and the device they live on."""
+    """Both verified TorchScript models, their manifest and the device they live on.
+
+    Geometry and defaults come from ``manifest`` (the weights' own), exposed here for the stages."""
 
     coarse: torch.jit.ScriptModule
     fine: torch.jit.ScriptModule
-    manifest: dict[str, Any]
+    manifest: ModelManifest
     device: torch.device
-    model_dir: Path = field(default_factory=default_model_dir)
 
     @property
-    def coarse_spacing(self) -> tuple[float, float, float]:
-        """Coarse-stage spacing (x, y, z) in mm."""
-        return _spacing3(self.manifest["coarse"]["spacing_mm"])
+    def model_dir(self) -> Path:
+        return self.manifest.model_dir
 
-    @property
-    def fine_spacing(self) -> tuple[float, float, float]:
-        """Fine-stage spacing (x, y, z) in mm."""
-        return _spacing3(self.manifest["fine"]["spacing_mm"])
-
-    @property
-    def detection_threshold(self) -> float:
-        """The detector's probability threshold chosen when the weights were exported (0.5 if unset)."""
-        return float(self.manifest["coarse"].get("probability_threshold", 0.5))
-
-    @property
-    def voi_size(self) -> int:
-        return int(self.manifest["fine"].get("voi_size", 64))
-
-    @property
-    def fine_channels(self) -> int:
-        return int(self.manifest["fine"]["in_channels"])
-
-    @property
-    def coarse_channels(self) -> int:
-        return int(self.manifest["coarse"]["in_channels"])
-
-    @property
-    def coarse_context(self) -> int:
-        return int(self.manifest["coarse"].get("context", COARSE_CONTEXT))
-
-    @property
-    def coarse_segment_out(self) -> int:
-        """Output tile size (a multiple of 3) for dense coarse inference; input is this + context."""
-        return int(self.manifest["coarse"].get("segment_out", 45))
-
-
-def _spacing3(sp: Any) -> tuple[float, float, float]:
-    if isinstance(sp, (int, float)):
-        return (float(sp),) * 3
-    vals = tuple(float(s) for s in sp)
-    if len(vals) != 3:
-        raise ModelError(f"manifest spacing_mm {sp!r} must be a number or three numbers")
-    return vals  # type: ignore[return-value]
+    coarse_spacing = property(lambda self: self.manifest.coarse_spacing)
+    fine_spacing = property(lambda self: self.manifest.fine_spacing)
+    detection_threshold = property(lambda self: self.manifest.detection_threshold)
+    voi_size = property(lambda self: self.manifest.voi_size)
+    fine_channels = property(lambda self: self.manifest.fine_channels)
+    coarse_channels = property(lambda self: self.manifest.coarse_channels)
+    coarse_context = property(lambda self: self.manifest.coarse_context)
+    coarse_segment_out = property(lambda self: self.manifest.coarse_segment_out)
 
 
 def load_models(model_dir: str | os.PathLike | None = None, device: str | torch.device = "auto") -> LoadedModels:
     """Read the manifest, verify both files' sha256 and load them on ``device`` in eval mode."""
     dev = resolve_device(device)
-    model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
-    manifest = read_manifest(model_dir)
+    manifest = ModelManifest.read(model_dir)
     loaded = {}
     for kind in ("coarse", "fine"):
         entry = manifest[kind]
-        path = model_dir / entry["file"]
+        path = manifest.model_dir / entry["file"]
         verify_file(path, entry["sha256"])
         loaded[kind] = _load_script(path, dev, manifest.get("torch_version"))
-    return LoadedModels(loaded["coarse"], loaded["fine"], manifest, dev, model_dir)
+    return LoadedModels(loaded["coarse"], loaded["fine"], manifest, dev)
