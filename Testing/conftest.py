@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from AneurysmSegLib.core.geometry import Geometry
 
 try:  # tests share 2 cores with other jobs: keep torch single-threaded when it is installed

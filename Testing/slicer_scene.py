@@ -16,8 +16,8 @@ from pathlib import Path
 import slicer
 from slicer import (
     vtkDataIOManagerLogic,
-    vtkMRMLRemoteIOLogic,
     vtkMRMLCrosshairNode,
+    vtkMRMLRemoteIOLogic,
     vtkMRMLScene,
     vtkMRMLSliceNode,
     vtkSlicerApplicationLogic,

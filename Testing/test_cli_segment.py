@@ -11,13 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
-from AneurysmSegLib.io import images as io
 from AneurysmSegLib.cli import main
 from AneurysmSegLib.cli.segment import batch_cases
 from AneurysmSegLib.core.geometry import Geometry, lps_to_ras
+from AneurysmSegLib.io import images as io
 from AneurysmSegLib.io.seeds import read_seeds
-
 from test_io import write_dicom_series
 from test_pipeline import BLOBS, GEOMETRY, blob_model_dir, synthetic_scan  # noqa: F401 (fixture)
 
@@ -192,7 +190,6 @@ def test_installed_command_exit_code_and_message(tmp_path: Path) -> None:
 
 def test_demo_writes_every_output_and_compares_with_ground_truth(tmp_path: Path, blob_model_dir: Path, capsys) -> None:
     from PIL import Image as PILImage
-
     from test_pipeline import blob_truth
 
     case = tmp_path / "Sample"

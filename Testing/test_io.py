@@ -8,10 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
-from AneurysmSegLib.io import images as io
 from AneurysmSegLib.core.errors import AneurysmSegError, InputError, OutputError
 from AneurysmSegLib.core.geometry import Geometry, Image
+from AneurysmSegLib.io import images as io
 
 
 def volume(shape_zyx: tuple[int, int, int] = (6, 7, 8), seed: int = 0) -> np.ndarray:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from AneurysmSegLib.training.losses import WeightedDiceLoss, soft_dice, soft_dice_loss, weighted_dice_loss
 
 S = 1e-4

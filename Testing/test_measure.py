@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from AneurysmSegLib.stages import measure
 from AneurysmSegLib.core.geometry import Geometry
 from AneurysmSegLib.core.result import Seed
-
+from AneurysmSegLib.stages import measure
 from conftest import rotation_matrix
 
 

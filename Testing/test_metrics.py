@@ -8,12 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from AneurysmSegLib.core.errors import InputError
+from AneurysmSegLib.evaluation import metrics
+from AneurysmSegLib.evaluation.metrics import DetectionResult
 from scipy import ndimage
 from scipy.spatial import cKDTree
-
-from AneurysmSegLib.evaluation import metrics
-from AneurysmSegLib.core.errors import InputError
-from AneurysmSegLib.evaluation.metrics import DetectionResult
 
 SPACING = (0.7, 0.3, 0.4)  # z, y, x: anisotropic on purpose
 

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from AneurysmSegLib.core import manifest as manifest_mod
 from AneurysmSegLib.core import models
 from AneurysmSegLib.core.errors import InputError, ModelError

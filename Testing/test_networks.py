@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch.nn import functional as F
-
 from AneurysmSegLib.networks import DeepMedic, SEBlock3D, SEUNet3D
 from AneurysmSegLib.networks.blocks import Conv1x1, NormAct, residual_add
+from torch.nn import functional as F
 
 torch.set_num_threads(1)
 

@@ -9,11 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from scipy import ndimage
-
-from AneurysmSegLib.phantom import render as phantom
 from AneurysmSegLib.cli import phantom as phantom_cmd
 from AneurysmSegLib.core.errors import InputError
+from AneurysmSegLib.phantom import render as phantom
+from scipy import ndimage
 
 SHAPE = (128, 128, 48)
 SPACING = (1.5, 1.5, 1.4)  # 19 x 19 x 6.7 cm: the whole head at a coarse grid keeps the tests fast

@@ -15,25 +15,22 @@ the verified manifest like the bundled ones:
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import pytest
 import torch
-from torch import nn
-from torch.nn import functional as F
-
 from AneurysmSegLib.core import models as models_mod
 from AneurysmSegLib.core import pipeline
 from AneurysmSegLib.core.errors import InputError
 from AneurysmSegLib.core.geometry import Geometry, Image
+from AneurysmSegLib.core.result import Seed
 from AneurysmSegLib.networks.deepmedic import DeepMedic
 from AneurysmSegLib.networks.se_unet import SEUNet3D
-from AneurysmSegLib.core.result import Seed
-
 from conftest import rotation_matrix
+from torch import nn
+from torch.nn import functional as F
 
 # ---------------------------------------------------------------------------------- test models
 

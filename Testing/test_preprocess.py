@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy import ndimage
-
+from AneurysmSegLib import preprocess as pp
 from AneurysmSegLib.core.errors import InputError
 from AneurysmSegLib.core.geometry import Geometry, Image
-from AneurysmSegLib import preprocess as pp
 from AneurysmSegLib.preprocess.masks import _ball
-
 from conftest import rotation_matrix
+from scipy import ndimage
 
 SPACING = (0.8, 0.8, 0.9)  # x, y, z: anisotropic like a TOF slab
 SHAPE = (48, 108, 108)  # z, y, x: an adult head's width in a small volume

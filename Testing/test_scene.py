@@ -14,17 +14,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-import vtk
-from vtk.util import numpy_support
-
 import slicer
-from AneurysmSegLib.slicer import runners, scene
+import vtk
 from AneurysmSegLib.core.errors import InputError, OutputError
 from AneurysmSegLib.core.geometry import Geometry, Image, lps_to_ras
-from AneurysmSegLib.io.images import to_sitk
-from AneurysmSegLib.stages.measure import measure_labels
 from AneurysmSegLib.core.result import Seed, SegmentationResult
+from AneurysmSegLib.io.images import to_sitk
+from AneurysmSegLib.slicer import runners, scene
+from AneurysmSegLib.stages.measure import measure_labels
 from slicer_scene import createSlicerScene
+from vtk.util import numpy_support
 
 SAMPLE_DIR = Path(__file__).resolve().parents[1] / "AneurysmSeg" / "Resources" / "Sample"
 
@@ -315,10 +314,9 @@ class BrightFine(nn.Module):
 def blobModels(tmp_path_factory):
     """The two test models, their levels set from the current preprocessing's z-scale on the test
     scan (so a change of normalisation does not silently turn these tests into no-ops)."""
-    from scipy import ndimage
-
     from AneurysmSegLib.core import models
     from AneurysmSegLib.preprocess import preprocess
+    from scipy import ndimage
 
     pre = preprocess(Image(blobScan(), PIPE_GEOMETRY), coarse_spacing=0.7)
     z = pre.coarse.array
@@ -549,9 +547,8 @@ def test_sample_loads_with_the_geometry_simpleitk_reads(sample):
 
 def test_sample_ground_truth_becomes_segments_at_the_right_place_in_ras(app, sample):
     """The sample's reference labels, put in the scene, sit where location.txt says, in RAS."""
-    from scipy import ndimage
-
     from AneurysmSegLib.io.images import read_image
+    from scipy import ndimage
 
     geometry = scene.geometryFromVolumeNode(sample)
     labels, count = ndimage.label(read_image(SAMPLE_DIR / "aneurysms.nii.gz").array == 1)

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from AneurysmSegLib.io import seeds as seeds_io
 from AneurysmSegLib.core.errors import InputError, OutputError
 from AneurysmSegLib.core.result import Seed
+from AneurysmSegLib.io import seeds as seeds_io
 
 SEEDS = [Seed((10.5, -20.25, 33.0), 0.875, "detector", "S1"), Seed((-1.0, 2.0, -3.5), 1.0, "user", "S2")]
 

@@ -8,13 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import vtk
-from vtk.util import numpy_support
-
-from AneurysmSegLib.io import surfaces as surface
 from AneurysmSegLib.core.errors import InputError, OutputError
 from AneurysmSegLib.core.geometry import Geometry, lps_to_ras
-
+from AneurysmSegLib.io import surfaces as surface
 from conftest import rotation_matrix
+from vtk.util import numpy_support
 
 
 def read_stl(path: Path) -> vtk.vtkPolyData:

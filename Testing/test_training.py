@@ -13,16 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
+from AneurysmSegLib.evaluation.tables import SIZE_CLASSES
 from AneurysmSegLib.networks import DeepMedic, SEUNet3D
-from AneurysmSegLib.training import augment
-from AneurysmSegLib.training import loop
-from AneurysmSegLib.training import sampling
+from AneurysmSegLib.training import augment, loop, sampling
+from AneurysmSegLib.training.checkpoints import load_checkpoint
 from AneurysmSegLib.training.coarse import CoarseTask
 from AneurysmSegLib.training.data import find_cases, kfold_split, training_labels
 from AneurysmSegLib.training.fine import FineTask
 from AneurysmSegLib.training.sampling import CoarseVolume, FineVOIs
-from AneurysmSegLib.evaluation.run import SIZE_CLASSES
 
 TINY_WIDTHS = (4, 4, 4, 4, 4, 4, 6, 6)
 TINY_FC = (8,)
@@ -246,7 +244,7 @@ def test_checkpoint_resume_continues_exactly(tmp_path: Path) -> None:
     rows = list(csv.DictReader(open(tmp_path / "b" / "metrics.csv")))
     assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
     assert {"loss", "val_loss", "val_dsc", "val_sensitivity", "lr"} <= set(rows[0])
-    ck = loop.load_checkpoint(tmp_path / "b" / "last.pt")
+    ck = load_checkpoint(tmp_path / "b" / "last.pt")
     assert ck["loop"]["epoch"] == 2 and ck["model_class"] == "DeepMedic"
 
 
@@ -265,7 +263,8 @@ def test_early_stopping_and_lr_halving(tmp_path: Path) -> None:
 def test_export_writes_verified_torchscript_that_matches_eager(tmp_path: Path) -> None:
     from AneurysmSegLib.core import manifest as manifest_mod
     from AneurysmSegLib.core import models
-    from AneurysmSegLib.cli.export import build_model, export_models
+    from AneurysmSegLib.training.checkpoints import build_model
+    from AneurysmSegLib.training.export import export_models
 
     c, f = _coarse_task(), _fine_task()
     for task, name in ((c, "c"), (f, "f")):
@@ -283,8 +282,8 @@ def test_export_writes_verified_torchscript_that_matches_eager(tmp_path: Path) -
     g = torch.Generator().manual_seed(1)
     xc, xf = torch.randn(1, 1, 57, 57, 57, generator=g), torch.randn(1, 2, 64, 64, 64, generator=g)
     with torch.no_grad():
-        ec = build_model(loop.load_checkpoint(tmp_path / "c" / "best.pt"))(xc)
-        ef = build_model(loop.load_checkpoint(tmp_path / "f" / "best.pt"))(xf)
+        ec = build_model(load_checkpoint(tmp_path / "c" / "best.pt"))(xc)
+        ef = build_model(load_checkpoint(tmp_path / "f" / "best.pt"))(xf)
         assert torch.allclose(loaded.coarse(xc), ec, atol=1e-5)
         assert torch.allclose(loaded.fine(xf), ef, atol=1e-5)
     # a modified file is refused
@@ -369,7 +368,7 @@ def test_train_command_end_to_end(phantom_cases: Path, tmp_path: Path) -> None:
 
 
 def test_detection_matching_in_physical_space() -> None:
-    from AneurysmSegLib.evaluation.run import match_detections
+    from AneurysmSegLib.evaluation.matching import match_detections
 
     refs = [(np.array([0.0, 0.0, 0.0]), 2.0), (np.array([30.0, 0.0, 0.0]), 5.0)]
     seeds = [np.array([1.0, 1.0, 0.0]), np.array([30.0, 0.0, 6.0]), np.array([60.0, 0.0, 0.0])]
@@ -394,12 +393,9 @@ def test_resume_can_replace_the_learning_rate(tmp_path: Path) -> None:
 
 def test_evaluate_command_writes_every_table(phantom_cases: Path, tmp_path: Path) -> None:
     """train -> export -> evaluate on the same tiny cases: every table is written, counts match the truth."""
-    from AneurysmSegLib.cli import evaluate
-    from AneurysmSegLib.cli import export
-    from AneurysmSegLib.cli import train
-    from AneurysmSegLib.evaluation.metrics import reference_locations
-
     import SimpleITK as sitk
+    from AneurysmSegLib.cli import evaluate, export, train
+    from AneurysmSegLib.evaluation.metrics import reference_locations
 
     common = ["--data", str(phantom_cases), "--folds", "3", "--fold", "2", "--epochs", "1", "--steps-per-epoch", "1",
               "--cache", str(tmp_path / "cache"), "--no-progress", "--amp", "off", "--seed", "3"]

@@ -62,7 +62,6 @@ def ensure_case(case_dir: Path, seed: int) -> Path:
 def ensure_models(model_dir: Path | None, scratch: Path) -> tuple[Path, bool]:
     """(folder, trained): bundled/given weights, else untrained paper-architecture exports."""
     import torch
-
     from AneurysmSegLib.core import manifest as manifest_mod
     from AneurysmSegLib.core import models as models_mod
     from AneurysmSegLib.networks.deepmedic import DeepMedic
@@ -83,8 +82,8 @@ def ensure_models(model_dir: Path | None, scratch: Path) -> tuple[Path, bool]:
 
 
 def true_seeds(case_dir: Path, geometry) -> list:
-    from AneurysmSegLib.evaluation.metrics import read_locations
     from AneurysmSegLib.core.result import Seed
+    from AneurysmSegLib.evaluation.metrics import read_locations
 
     rows = read_locations(case_dir / "location.txt")
     return [Seed(tuple(float(v) for v in geometry.index_to_lps(r[:3])), 1.0, "user", f"T{i + 1}")
@@ -102,9 +101,9 @@ def child_pipeline(case_dir: Path, model_dir: Path, trained: bool, threads: int,
     import SimpleITK as sitk
 
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
-    from AneurysmSegLib.io.images import read_image
     from AneurysmSegLib.core.models import load_models
     from AneurysmSegLib.core.pipeline import segment
+    from AneurysmSegLib.io.images import read_image
 
     rss_imports = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     cpu0 = time.process_time()
@@ -122,8 +121,9 @@ def child_pipeline(case_dir: Path, model_dir: Path, trained: bool, threads: int,
     wall = time.perf_counter() - t0
     cpu = time.process_time() - cpu0
     assert result is not None
-    from AneurysmSegLib.stages.detect import ROI_MARGIN_MM, cover_boxes
     from AneurysmSegLib.preprocess import coarse_roi, preprocess
+    from AneurysmSegLib.preprocess import ROI_MARGIN_MM
+    from AneurysmSegLib.stages.detect import cover_boxes
 
     # Box statistics (recomputed outside the timed run; cheap next to it).
     pre = preprocess(image, coarse_spacing=models.coarse_spacing[0])
@@ -156,7 +156,6 @@ def time_calls(fn, inputs: list) -> list[float]:
 def naive_detection(model_dir: Path, shape_zyx: tuple[int, int, int], samples: int) -> dict:
     """DeepMedic dense over the native grid in the manifest's segments (sample timed, extrapolated)."""
     import torch
-
     from AneurysmSegLib.core.models import load_models
 
     models = load_models(model_dir, device="cpu")

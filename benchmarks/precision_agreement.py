@@ -26,9 +26,9 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from AneurysmSegLib.io.images import read_image
     from AneurysmSegLib.core.models import load_models
     from AneurysmSegLib.core.pipeline import segment
+    from AneurysmSegLib.io.images import read_image
     from AneurysmSegLib.training.data import find_cases
 
     models = load_models(device="cpu")

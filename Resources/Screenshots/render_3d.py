@@ -29,8 +29,8 @@ sys.path.insert(0, str(ROOT / "AneurysmSeg"))
 def arterySurface(volumeNode) -> vtk.vtkPolyData:
     """The arteries as the pipeline extracts them (preprocess: intracranial, adaptive threshold, on
     the 0.7 mm coarse grid), as a smoothed surface in RAS."""
-    from AneurysmSegLib.slicer import scene
     from AneurysmSegLib.preprocess import preprocess
+    from AneurysmSegLib.slicer import scene
 
     pre = preprocess(scene.imageFromVolumeNode(volumeNode), coarse_spacing=0.7)
     mask = np.pad(pre.coarse_arteries.astype(np.float32), 1)
@@ -88,10 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, nargs=2, default=(900, 700))
     args = parser.parse_args(argv)
 
-    from AneurysmSegLib.slicer import runners, scene
-    from AneurysmSegLib.io.images import read_image
-    from AneurysmSegLib.stages.measure import measure_labels
     from AneurysmSegLib.core.result import Seed, SegmentationResult
+    from AneurysmSegLib.io.images import read_image
+    from AneurysmSegLib.slicer import runners, scene
+    from AneurysmSegLib.stages.measure import measure_labels
     from slicer_scene import createSlicerScene
 
     app = createSlicerScene()

@@ -24,8 +24,21 @@ from pathlib import Path
 from PySide6.QtCore import Property, QBuffer, QByteArray, QIODevice, Qt
 from PySide6.QtGui import QColor, QPalette
 from PySide6.QtUiTools import QUiLoader
-from PySide6.QtWidgets import (QApplication, QComboBox, QDoubleSpinBox, QFrame, QHBoxLayout, QHeaderView,
-                               QPushButton, QSlider, QTableWidget, QTableWidgetItem, QToolButton, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QApplication,
+    QComboBox,
+    QDoubleSpinBox,
+    QFrame,
+    QHBoxLayout,
+    QHeaderView,
+    QPushButton,
+    QSlider,
+    QTableWidget,
+    QTableWidgetItem,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 UI_FILE = ROOT / "AneurysmSeg" / "Resources" / "UI" / "AneurysmSeg.ui"

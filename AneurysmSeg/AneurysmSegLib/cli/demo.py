@@ -34,10 +34,10 @@ def run(args: argparse.Namespace) -> int:
     import SimpleITK as sitk
 
     from ..core.errors import InputError, OutputError
-    from ..io.images import read_image
     from ..core.models import load_models
-    from ..io.pictures import save_mip_picture
     from ..core.pipeline import segment
+    from ..io.images import read_image
+    from ..io.pictures import save_mip_picture
     from ..io.surfaces import check_folder_writable
     from .segment import Outputs, ProgressPrinter, check_outputs, configure_threads, describe, write_results
 

@@ -4,8 +4,7 @@ ADAM-layout cases (phantom validation sets or real data), written as markdown wi
 from __future__ import annotations
 
 import argparse
-
-TABLES = ("coarse", "fine", "whole", "beta", "ablation")
+import sys
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
@@ -14,7 +13,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--models", metavar="DIR", help="model folder with manifest.json (default: the bundled weights)")
     p.add_argument("--out", default="docs/evaluation.md", help="markdown file to write")
     p.add_argument("--tables", default="coarse,fine,whole",
-                   help=f"comma-separated subset of {','.join(TABLES)}")
+                   help="comma-separated subset of coarse,fine,whole,beta,ablation")
     p.add_argument("--train-data", nargs="+", metavar="DIR",
                    help="beta/ablation: training folders for the short runs")
     p.add_argument("--budget-minutes", type=float, default=5.0, help="beta/ablation: minutes of training per run")
@@ -33,11 +32,13 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..core.errors import InputError
-    from ..evaluation.run import evaluate_command
+    from ..evaluation.run import EvaluationConfig, run_evaluation
 
-    tables = [t.strip() for t in args.tables.split(",") if t.strip()]
-    unknown = sorted(set(tables) - set(TABLES))
-    if unknown:
-        raise InputError(f"unknown tables {unknown}; choose from {','.join(TABLES)}")
-    return evaluate_command(args, tables)
+    command = "aneurysmseg evaluate " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "aneurysmseg evaluate"
+    run_evaluation(EvaluationConfig(
+        data=args.data, tables=[t.strip() for t in args.tables.split(",") if t.strip()], models=args.models,
+        out=args.out, train_data=args.train_data, budget_minutes=args.budget_minutes, runs=args.runs,
+        cache=args.cache, device=args.device, threads=args.threads, max_cases=args.max_cases, json_path=args.json,
+        any_preprocess_version=args.any_preprocess_version, detection_threshold=args.detection_threshold,
+        append=args.append, command=command))
+    return 0

@@ -1,16 +1,13 @@
 """``aneurysmseg export --coarse RUN --fine RUN --out DIR``: TorchScript files + manifest.json.
 
-RUN is a run folder of ``aneurysmseg train`` (its best.pt is used) or a checkpoint file. The manifest
-records sha256, spacing, patch sizes, channels, the training description (data, command lines, seeds,
-duration) and the validation metrics; ``models.load_models`` verifies the sha256 before loading.
+RUN is a run folder of ``aneurysmseg train`` (its best.pt is used) or a checkpoint file; the work is
+:func:`AneurysmSegLib.training.export.export_models`.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
-from typing import Any
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
@@ -24,110 +21,14 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--note", default="", help="free text stored in the manifest's training section")
 
 
-def resolve_checkpoint(path: str | Path, which: str = "best") -> Path:
-    """A checkpoint file, or ``<run>/<which>.pt`` (falling back to the other one)."""
-    from ..core.errors import InputError
-
-    p = Path(path)
-    if p.is_file():
-        return p
-    if p.is_dir():
-        for name in (f"{which}.pt", "best.pt", "last.pt"):
-            if (p / name).is_file():
-                return p / name
-    raise InputError(f"{path}: no checkpoint (expected a .pt file or a run folder with best.pt/last.pt)")
-
-
-def build_model(ck: dict[str, Any]):
-    """Rebuild the eager model of a checkpoint and load its weights (eval mode)."""
-    from ..core.errors import ModelError
-    from ..networks import DeepMedic, SEUNet3D
-
-    classes = {"DeepMedic": DeepMedic, "SEUNet3D": SEUNet3D}
-    cls = classes.get(ck.get("model_class", ""))
-    if cls is None:
-        raise ModelError(f"checkpoint holds an unknown model class {ck.get('model_class')!r}")
-    model = cls(**ck["hyperparameters"])
-    model.load_state_dict(ck["model"])
-    return model.eval()
-
-
-def run_description(ckpt_path: Path, ck: dict[str, Any]) -> dict[str, Any]:
-    """What the manifest says about a run: summary.json when present, else the checkpoint's record."""
-    summary_path = ckpt_path.parent / "summary.json"
-    loop_state = ck.get("loop", {})
-    desc: dict[str, Any] = {
-        "checkpoint": ckpt_path.name,
-        "epoch": loop_state.get("epoch"),
-        "best_epoch": loop_state.get("best_epoch"),
-        "training_minutes": round(float(loop_state.get("elapsed_s", 0.0)) / 60.0, 2),
-        **{k: v for k, v in ck.get("extra", {}).items()},
-    }
-    task = dict(ck.get("task", {}))
-    for key in ("train_cases", "val_cases"):
-        if isinstance(task.get(key), list):
-            task[key] = len(task[key])
-    desc["task"] = task
-    if summary_path.is_file():
-        s = json.loads(summary_path.read_text())
-        for key in ("train_cases", "val_cases", "epochs_done", "stopped", "cache_minutes", "training_minutes"):
-            if key in s:
-                desc[key] = s[key]
-    return desc
-
-
-def export_models(coarse: str | Path, fine: str | Path, out: str | Path, which: str = "best",
-                  segment_out: int = 45, note: str = "", coarse_threshold: float = 0.5) -> Path:
-    """Export both checkpoints to ``out`` and write the manifest; returns the manifest path."""
-    import torch
-
-    from ..core import models
-    from ..core.manifest import DEFAULT_COARSE_FILE, DEFAULT_FINE_FILE
-    from ..preprocess import COARSE_SPACING_MM, FINE_SPACING_MM, VOI_SIZE
-    from ..training.loop import load_checkpoint
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    cpath, fpath = resolve_checkpoint(coarse, which), resolve_checkpoint(fine, which)
-    cck, fck = load_checkpoint(cpath), load_checkpoint(fpath)
-    cmodel, fmodel = build_model(cck), build_model(fck)
-    g = torch.Generator().manual_seed(0)
-    cin = int(cck["hyperparameters"].get("in_channels", 1))
-    fin = int(fck["hyperparameters"].get("in_channels", 2))
-    models.export_torchscript(cmodel, torch.randn(1, cin, 66, 66, 66, generator=g), out / DEFAULT_COARSE_FILE)
-    models.export_torchscript(fmodel, torch.randn(1, fin, VOI_SIZE, VOI_SIZE, VOI_SIZE, generator=g),
-                              out / DEFAULT_FINE_FILE)
-    cdesc, fdesc = run_description(cpath, cck), run_description(fpath, fck)
-    coarse_entry = {
-        "file": DEFAULT_COARSE_FILE, "spacing_mm": COARSE_SPACING_MM, "in_channels": cin,
-        "architecture": "DeepMedic", "hyperparameters": cck["hyperparameters"], "segment_out": int(segment_out),
-        "training_segment": [57, 9], "output": "logits (N, 2, D-48, H-48, W-48); softmax channel 1 = aneurysm region",
-        "probability_threshold": float(coarse_threshold),
-        "input": "z-scored image on the coarse grid (preprocess.preprocess)",
-        "labels": "adaptively dilated aneurysms (training.sampling.adaptive_dilation)",
-    }
-    fine_entry = {
-        "file": DEFAULT_FINE_FILE, "spacing_mm": FINE_SPACING_MM, "in_channels": fin, "voi_size": VOI_SIZE,
-        "architecture": "SEUNet3D", "hyperparameters": fck["hyperparameters"],
-        "output": "logits (N, 1, 64, 64, 64); sigmoid > 0.5 = aneurysm", "probability_threshold": 0.5,
-        "input": "preprocess.voi_channels(pre, centre, 64, 0.4, channels)",
-        "loss": f"WDL beta={fck.get('task', {}).get('beta')}",
-    }
-    training = {"coarse": cdesc, "fine": fdesc, "note": note,
-                "description": "trained with `aneurysmseg train` on ADAM-layout folders; see docs/training.md"}
-    metrics = {"coarse": cck.get("loop", {}).get("best_metrics", {}),
-               "fine": fck.get("loop", {}).get("best_metrics", {})}
-    return models.write_manifest(out, coarse_entry, fine_entry, training, metrics)
-
-
 def run(args: argparse.Namespace) -> int:
-    path = export_models(args.coarse, args.fine, args.out, args.which, args.segment_out, args.note,
-                         args.coarse_threshold)
-    import json as _json
+    from ..core.manifest import ModelManifest
+    from ..training.export import export_models
 
-    m = _json.loads(path.read_text())
+    export_models(args.coarse, args.fine, args.out, args.which, args.segment_out, args.note, args.coarse_threshold)
+    manifest = ModelManifest.read(args.out)
     for kind in ("coarse", "fine"):
-        e = m[kind]
+        e = manifest[kind]
         print(f"{kind}: {Path(args.out) / e['file']} ({e['size_bytes'] / 1e6:.1f} MB, sha256 {e['sha256'][:12]}...)")
-    print(f"manifest: {path}")
+    print(f"manifest: {manifest.model_dir / 'manifest.json'}")
     return 0

@@ -229,9 +229,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_single(args: argparse.Namespace) -> int:
-    from ..io.images import read_image
     from ..core.models import load_models
     from ..core.pipeline import segment
+    from ..io.images import read_image
     from ..io.seeds import read_seeds
 
     out = Outputs(args.output, args.seeds_out, args.report, args.stl_dir)
@@ -270,9 +270,9 @@ def run_batch(args: argparse.Namespace, cases: list[tuple[str, Path]]) -> int:
     """Segment every case; a failing case is reported and the others still run."""
     from tqdm import tqdm
 
-    from ..io.images import read_image
     from ..core.models import load_models
     from ..core.pipeline import segment
+    from ..io.images import read_image
     from ..io.seeds import check_json_writable, write_text_atomic
     from ..io.surfaces import check_folder_writable
 

@@ -19,8 +19,7 @@ import torch
 from torch import nn
 
 from .errors import InputError, ModelError
-from .manifest import (COARSE_CONTEXT, FORMAT_VERSION, HOW_TO_FIX, MANIFEST_NAME,
-                       ModelManifest, sha256_file)
+from .manifest import COARSE_CONTEXT, FORMAT_VERSION, HOW_TO_FIX, MANIFEST_NAME, ModelManifest, sha256_file
 
 # (resolved path, mtime_ns, size) -> sha256 verified in this process
 _VERIFIED: dict[tuple[str, int, int], str] = {}

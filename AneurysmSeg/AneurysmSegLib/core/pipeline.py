@@ -16,14 +16,14 @@ import math
 import time
 from typing import Callable, Sequence
 
+from ..preprocess import Preprocessed, preprocess
 from ..stages import detect as detect_stage
 from ..stages import refine as refine_stage
+from ..stages.measure import measure_labels
 from .errors import Cancelled, InputError
 from .geometry import Image
-from ..stages.measure import measure_labels
 from .models import LoadedModels
-from ..preprocess import Preprocessed, preprocess
-from .result import SegmentationResult, Seed
+from .result import Seed, SegmentationResult
 
 ProgressCallback = Callable[[float, str], None]
 CancelCheck = Callable[[], bool]

@@ -1,424 +1,278 @@
-"""The paper's tables on ADAM-layout cases, written as markdown together with the command that made them.
+"""``run_evaluation(EvaluationConfig(...))``: the evaluation tables on ADAM-layout cases, as markdown.
 
-* coarse: the detector's seeds (``detect``'s tiling and components on the cached coarse grid) against
-  the reference aneurysms with ADAM's rule (a seed within an aneurysm's maximum radius), and with the
-  criterion the fine stage needs (the aneurysm's centre inside the seed's 64^3 VOI);
-* fine: inside 64^3 VOIs centred on each reference aneurysm (the paper's Table 2-4 setting): DSC,
-  HD, HD95, VS;
-* whole: ``pipeline.segment`` on the full scan: sensitivity, FP/case, PPV, DSC and HD95;
-* beta / ablation: short fine-stage trainings (``--budget-minutes`` each) compared inside VOIs, ranked
-  with ``metrics.rank_methods``.
-
-The coarse and fine tables reuse the training cache (same preprocessing, same VOIs).
+Each table is a function of an :class:`EvaluationContext` returning :class:`report.Section` objects,
+registered in :data:`TABLES`; the numbers come from :mod:`.tables`, the markdown from :mod:`.report`.
+The figures quoted in the text (VOI size, spacing, detector region) come from the weights' manifest
+and the library's constants, so the document cannot drift from the code.
 """
 
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
 import json
-import math
 import sys
-import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from . import metrics
 from ..training.data import CaseRef, find_cases
-
-VOI = 64
-FINE_SPACING = 0.4
-THRESHOLDS = (0.5, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99)  #: detector thresholds reported in the coarse table
-
-
-def _fmt(v: Any, digits: int = 2) -> str:
-    if isinstance(v, (int, np.integer)):
-        return str(int(v))
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return "n/a"
-    return f"{float(v):.{digits}f}"
-
-
-def _mean_sd(values: Sequence[float], digits: int = 2) -> str:
-    v = np.array([x for x in values if x is not None and math.isfinite(x)], dtype=float)
-    if v.size == 0:
-        return "n/a"
-    if v.size == 1:
-        return f"{v[0]:.{digits}f}"
-    return f"{v.mean():.{digits}f} ± {v.std(ddof=1):.{digits}f}"
+from . import metrics
+from .report import Section, fmt, markdown_table, mean_sd, write_markdown
+from .tables import (
+    SIZE_CLASSES,
+    THRESHOLDS,
+    coarse_case,
+    coarse_table,
+    eager_predictor,
+    fine_scores,
+    fine_summary,
+    short_fine_run,
+    torchscript_predictor,
+    whole_case,
+    whole_summary,
+)
 
 
-def treated_locations(label_path: Path) -> list[tuple[np.ndarray, float]]:
-    """(centre LPS, radius mm) of treated aneurysms (label 2): detections there are ignored."""
-    import SimpleITK as sitk
+@dataclass
+class EvaluationConfig:
+    """What to evaluate, on what, with which weights, and where the document goes."""
 
-    from ..io.images import geometry_of
-
-    img = sitk.ReadImage(str(label_path))
-    lab = sitk.GetArrayFromImage(img)
-    geom = geometry_of(img)
-    locs = metrics.reference_locations((lab == 2).astype(np.uint8), geom.spacing_zyx)
-    return [(geom.index_to_lps(r[:3]), float(r[3])) for r in locs]
-
-
-def match_detections(seeds_lps: Sequence[np.ndarray], refs: Sequence[tuple[np.ndarray, float]],
-                     treated: Sequence[tuple[np.ndarray, float]] = (), voi_half_mm: float | None = None
-                     ) -> metrics.DetectionResult:
-    """ADAM's rule in physical space: a reference is found when a seed lies within its radius; a seed
-    within no radius is a FP unless it lies in a treated aneurysm. With ``voi_half_mm`` the criterion
-    is instead 'the reference centre lies inside the seed's cubic VOI' (what the fine stage needs)."""
-    seeds = np.asarray(seeds_lps, dtype=float).reshape(-1, 3)
-    centres = np.array([c for c, _ in refs], dtype=float).reshape(-1, 3)
-    radii = np.array([r for _, r in refs], dtype=float)
-    if voi_half_mm is None:
-        within = np.linalg.norm(seeds[:, None] - centres[None], axis=2) <= radii[None]
-    else:  # VOI axes = image axes; the grid is axis-aligned with the image, LPS rotation ignored
-        within = np.abs(seeds[:, None] - centres[None]).max(axis=2) <= voi_half_mm
-    ignored = np.zeros(len(seeds), bool)
-    for c, r in treated:
-        ignored |= np.linalg.norm(seeds - np.asarray(c)[None], axis=1) <= r
-    hit = within.any(axis=0)
-    fp = int((~within.any(axis=1) & ~ignored).sum())
-    return metrics.DetectionResult(tp=int(hit.sum()), fn=int((~hit).sum()), fp=fp, ignored=int(ignored.sum()))
+    data: Sequence[str]  #: ADAM-layout folders; each is one group (row) in the tables
+    tables: Sequence[str] = ("coarse", "fine", "whole")
+    models: str | None = None  #: model folder (default: the bundled weights)
+    out: str = "docs/evaluation.md"
+    train_data: Sequence[str] | None = None  #: beta/ablation: training folders for the short runs
+    budget_minutes: float = 5.0
+    runs: str = "runs/eval"
+    cache: str | None = None
+    device: str = "auto"
+    threads: int = 0
+    max_cases: int = 0
+    json_path: str | None = None
+    any_preprocess_version: bool = False
+    detection_threshold: float | None = None  #: whole: None = the manifest's
+    append: bool = False
+    command: str = "aneurysmseg evaluate"
 
 
-# ------------------------------------------------------------------------------------------ coarse
+@dataclass
+class EvaluationContext:
+    """What every table function gets: the config, the case groups, their cache folders, the models."""
+
+    config: EvaluationConfig
+    groups: dict[str, list[CaseRef]]
+    cache: Path
+    device: Any
+    log: Callable[[str], None]
+    models: Any = None  #: core.models.LoadedModels when a table needs them
+    _dirs: dict[str, list[Path]] = field(default_factory=dict)
+
+    def cached(self) -> dict[str, list[Path]]:
+        """Cache folders per group (built on first use with the current preprocessing)."""
+        from ..training.cache import ensure_cached
+
+        if not self._dirs:
+            for g, refs in self.groups.items():
+                self._dirs[g] = ensure_cached(refs, self.cache, any_preprocess=self.config.any_preprocess_version,
+                                              progress=lambda i, n, name: self.log(f"cached {i}/{n} {name}"))
+        return self._dirs
 
 
-def coarse_case(model: Any, case_dir: Path, device: Any, segment_out: int = 45, context: int = 48,
-                threshold: float = 0.5) -> dict[str, Any]:
-    """Detector seeds of one cached case and their detection counts (ADAM rule and VOI criterion)."""
-    from scipy import ndimage
-
-    from ..stages import detect as det
-    from ..core.geometry import Geometry
-    from ..training.cache import load_coarse, load_masks, load_meta
-
-    meta = load_meta(case_dir)
-    vol = load_coarse(case_dir)
-    arteries, head = load_masks(case_dir)
-    geom = Geometry(**meta["coarse_geometry"])
-    dist = ndimage.distance_transform_edt(~arteries, sampling=geom.spacing_zyx) if arteries.any() else None
-    roi = (dist <= det.ROI_MARGIN_MM) & head if dist is not None else np.zeros_like(arteries)
-    t = time.time()
-    prob, tiles = det.run_detector(model, vol.image.astype(np.float32), roi, segment_out=segment_out,
-                                   context=context, pad_value=float(vol.fill), device=device)
-    secs = time.time() - t
-    refs = [(np.asarray(a["centre_lps"]), float(a["radius_mm"])) for a in meta["aneurysms"]]
-    treated = treated_locations(Path(meta["folder"]) / "aneurysms.nii.gz")
-    out: dict[str, Any] = {"case": meta["name"], "seconds": secs, "tiles": tiles, "by_threshold": {}}
-    for thr in sorted({float(threshold), *THRESHOLDS}):
-        seeds = det.seeds_from_probability(prob, geom, thr)
-        pts = [np.asarray(s.position_lps) for s in seeds]
-        out["by_threshold"][thr] = {"adam": match_detections(pts, refs, treated),
-                                    "voi": match_detections(pts, refs, treated, voi_half_mm=VOI * FINE_SPACING / 2),
-                                    "seeds": len(seeds)}
-    out.update(out["by_threshold"][float(threshold)])
-    return out
+# ------------------------------------------------------------------------------------------ tables
 
 
-def coarse_table(rows: Sequence[dict[str, Any]], threshold: float | None = None) -> dict[str, float]:
-    pick = (lambda r: r) if threshold is None else (lambda r: r["by_threshold"][threshold])
-    adam = metrics.aggregate([pick(r)["adam"] for r in rows])
-    voi = metrics.aggregate([pick(r)["voi"] for r in rows])
-    return {"cases": len(rows), "aneurysms": adam["tp"] + adam["fn"], "sensitivity": adam["sensitivity"],
-            "fp_per_case": adam["fp_per_case"], "ppv": adam["ppv"], "voi_sensitivity": voi["sensitivity"],
-            "voi_fp_per_case": voi["fp_per_case"], "seconds_per_case": float(np.mean([r["seconds"] for r in rows]))}
+def coarse_section(ctx: EvaluationContext) -> list[Section]:
+    from ..preprocess import ROI_MARGIN_MM
 
-
-# ------------------------------------------------------------------------------------------ fine
-
-
-def fine_scores(predict: Callable[[np.ndarray], np.ndarray], case_dirs: Sequence[Path], channels: int,
-                threshold: float = 0.5) -> list[dict[str, float]]:
-    """DSC/HD/HD95/VS inside the 64^3 VOI centred on every reference aneurysm of the cached cases.
-
-    ``predict`` maps (N, C, 64, 64, 64) float32 to probabilities (N, 64, 64, 64).
-    """
-    from ..training.cache import load_fine
-
-    out = []
-    for d in case_dirs:
-        fv = load_fine(d)
-        for k, kind in enumerate(fv.kinds):
-            if int(kind) != 0:
-                continue
-            off = (fv.big - VOI) // 2
-            sl = slice(off, off + VOI)
-            x = np.asarray(fv.images[k, :channels, sl, sl, sl], dtype=np.float32)
-            ref = np.asarray(fv.labels[k, sl, sl, sl])
-            pred = predict(x[None])[0] > threshold
-            s = metrics.segmentation_scores(pred.astype(np.uint8), ref, (FINE_SPACING,) * 3)
-            s["case"] = fv.name  # type: ignore[assignment]
-            s["diameter_mm"] = equivalent_diameter(int((ref == 1).sum()) * FINE_SPACING**3)
-            out.append(s)
-    return out
-
-
-#: size classes of the fine-stage table (equivalent sphere diameter, mm)
-SIZE_CLASSES = (("< 3 mm", 0.0, 3.0), ("3-6 mm", 3.0, 6.0), (">= 6 mm", 6.0, float("inf")))
-
-
-def equivalent_diameter(volume_mm3: float) -> float:
-    """Diameter of the sphere with this volume: a size that does not depend on the aneurysm's shape."""
-    return float((6.0 * volume_mm3 / np.pi) ** (1.0 / 3.0))
-
-
-def fine_summary(scores: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    return {"vois": len(scores), **{k: [float(s[k]) for s in scores] for k in metrics.SCORE_KEYS}}
-
-
-def torchscript_predictor(model: Any, device: Any) -> Callable[[np.ndarray], np.ndarray]:
-    import torch
-
-    def predict(x: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            logits = model(torch.from_numpy(np.ascontiguousarray(x)).to(device))
-            return torch.sigmoid(logits.float())[:, 0].cpu().numpy()
-
-    return predict
-
-
-# ------------------------------------------------------------------------------------------ whole
-
-
-def whole_case(ref: CaseRef, models: Any, threshold: float | None = None) -> dict[str, Any]:
-    """pipeline.segment on one full scan (threshold None: the manifest's); detection (ADAM rule) and scores."""
-    import SimpleITK as sitk
-
-    from ..io import images as io
-    from ..core import pipeline
-
-    image = io.read_image(ref.image_path)
-    labels = sitk.GetArrayFromImage(sitk.ReadImage(str(ref.label_path)))
-    t = time.time()
-    res = pipeline.segment(image, models, detection_threshold=threshold)
-    secs = time.time() - t
-    pred = res.labels if res is not None else np.zeros(labels.shape, np.uint16)
-    sp = image.geometry.spacing_zyx
-    det = metrics.detection(pred, labels, sp)
-    out: dict[str, Any] = {"case": ref.name, "detection": det, "seconds": secs}
-    if ((labels > 0) & (labels != 2)).any():
-        out["scores"] = metrics.segmentation_scores((pred > 0).astype(np.uint8), labels, sp)
-    return out
-
-
-def whole_summary(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    agg = metrics.aggregate([r["detection"] for r in rows], [r["scores"] for r in rows if "scores" in r])
-    agg["seconds_per_case"] = float(np.mean([r["seconds"] for r in rows])) if rows else float("nan")
-    return agg
-
-
-# ------------------------------------------------------------------------------------------ short runs
-
-
-def short_fine_run(out: Path, train_data: Sequence[str], val_data: Sequence[str], cache: str | None,
-                   beta: float, channels: int, minutes: float, seed: int = 0, threads: int = 0,
-                   steps: int = 25, any_preprocess: bool = False) -> Path:
-    """Train the fine net for ``minutes`` with the train command (resumable); returns the run folder."""
-    from ..cli import train
-
-    summary = out / "summary.json"
-    if summary.is_file() and json.loads(summary.read_text()).get("training_minutes", 0.0) >= minutes * 0.98:
-        return out  # already trained with this budget (e.g. started separately, in parallel)
-    p = argparse.ArgumentParser()
-    train.configure_parser(p)
-    argv = ["fine", "--data", *train_data, "--val", *val_data, "--out", str(out), "--beta", str(beta),
-            "--channels", str(channels), "--max-minutes", str(minutes), "--seed", str(seed), "--no-progress",
-            "--steps-per-epoch", str(steps), "--resume", "--threads", str(threads)]
-    if cache:
-        argv += ["--cache", cache]
-    if any_preprocess:
-        argv.append("--any-preprocess-version")
-    train.run(p.parse_args(argv))
-    return out
-
-
-def eager_predictor(run_dir: Path, device: Any) -> tuple[Callable[[np.ndarray], np.ndarray], int]:
-    import torch
-
-    from ..cli.export import build_model, resolve_checkpoint
-    from ..training.loop import load_checkpoint
-
-    ck = load_checkpoint(resolve_checkpoint(run_dir))
-    model = build_model(ck).to(device)
-
-    def predict(x: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return torch.sigmoid(model(torch.from_numpy(np.ascontiguousarray(x)).to(device)).float())[:, 0].cpu().numpy()
-
-    return predict, int(ck["hyperparameters"]["in_channels"])
-
-
-# ------------------------------------------------------------------------------------------ markdown
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
-
-
-def evaluate_command(args: argparse.Namespace, tables: Sequence[str]) -> int:
-    import torch
-
-    from ..core.models import load_models, resolve_device
-    from ..training.cache import ensure_cached
-
-    if args.threads:
-        torch.set_num_threads(int(args.threads))
-    device = resolve_device(args.device)
-    log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
-    groups: dict[str, list[CaseRef]] = {}
-    for d in args.data:
-        refs = find_cases([d])
-        groups[Path(d).name] = refs[: args.max_cases] if args.max_cases else refs
-    cache = Path(args.cache) if args.cache else Path(args.runs) / "cache"
-    dirs: dict[str, list[Path]] = {}
-    if set(tables) & {"coarse", "fine", "beta", "ablation"}:
-        for g, refs in groups.items():
-            dirs[g] = ensure_cached(refs, cache, progress=lambda i, n, name: log(f"cached {i}/{n} {name}"),
-                                    any_preprocess=bool(getattr(args, "any_preprocess_version", False)))
-    loaded = load_models(args.models, device) if set(tables) & {"coarse", "fine", "whole"} else None
-    command = "aneurysmseg evaluate " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "aneurysmseg evaluate"
-    md: list[str] = ["# Evaluation", "",
-                     f"Written by `{command}` on {_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}.", ""]
+    m = ctx.models
+    voi_mm = m.voi_size * m.fine_spacing[0]
+    res = {}
+    for g, dirs in ctx.cached().items():
+        rows = []
+        for i, d in enumerate(dirs):
+            rows.append(coarse_case(m.coarse, d, ctx.device, voi_mm / 2, m.coarse_segment_out, m.coarse_context))
+            a = rows[-1]["adam"]
+            ctx.log(f"coarse {g} {i + 1}/{len(dirs)}: tp={a.tp} fn={a.fn} fp={a.fp} ({rows[-1]['seconds']:.0f} s)")
+        res[g] = rows
+    allrows = [r for rows in res.values() for r in rows]
+    lines = ["## Coarse stage (DeepMedic detector)", "",
+             f"Seeds = components of the detector's probability >= threshold on the {m.coarse_spacing[0]:g} mm grid, "
+             f"restricted to the artery mask + {ROI_MARGIN_MM:g} mm (as `detect.detect`). ADAM rule: a reference "
+             "aneurysm is found when a seed lies within its maximum radius; VOI criterion: the aneurysm centre lies "
+             f"inside the seed's {m.voi_size}³ VOI ({voi_mm:g} mm), which is what the fine stage needs.", ""]
+    hdr = ["data", "threshold", "cases", "aneurysms", "sensitivity (ADAM)", "FP/case (ADAM)", "PPV (ADAM)",
+           "sensitivity (VOI)", "FP/case (VOI)", "s/case"]
     raw: dict[str, Any] = {}
-    if loaded is not None:
-        m = loaded.manifest
-        md += [f"Models: `{loaded.model_dir}` (coarse sha256 {m['coarse']['sha256'][:12]}…, "
-               f"fine sha256 {m['fine']['sha256'][:12]}…, fine input channels {m['fine']['in_channels']}).", ""]
-    md += ["Data: " + ", ".join(f"`{g}` ({len(r)} cases)" for g, r in groups.items()) + ".", ""]
+    trows = []
+    for g, rows in list(res.items()) + [("all", allrows)]:
+        for thr in THRESHOLDS:
+            t = coarse_table(rows, thr)
+            raw.setdefault(g, {})[thr] = t
+            trows.append([g, f"{thr:g}", fmt(t["cases"]), fmt(t["aneurysms"]), fmt(t["sensitivity"]),
+                          fmt(t["fp_per_case"]), fmt(t["ppv"]), fmt(t["voi_sensitivity"]),
+                          fmt(t["voi_fp_per_case"]), fmt(t["seconds_per_case"], 1)])
+    lines += [markdown_table(hdr, trows), "",
+              "Paper (ADAM validation, real data): sensitivity 1.00, 0.99 FP/case, PPV 0.53.", ""]
+    return [Section("coarse", lines, raw)]
 
-    if "coarse" in tables and loaded is not None:
-        log("coarse stage ...")
-        res = {}
-        for g in groups:
-            rows = []
-            for i, d in enumerate(dirs[g]):
-                rows.append(coarse_case(loaded.coarse, d, device, loaded.coarse_segment_out, loaded.coarse_context))
-                a = rows[-1]["adam"]
-                log(f"coarse {g} {i + 1}/{len(dirs[g])}: tp={a.tp} fn={a.fn} fp={a.fp} ({rows[-1]['seconds']:.0f} s)")
-            res[g] = rows
-        allrows = [r for rows in res.values() for r in rows]
-        md += ["## Coarse stage (DeepMedic detector)", "",
-               "Seeds = components of the detector's probability >= 0.5 on the 0.7 mm grid, restricted to the "
-               "artery mask + 3 mm (as `detect.detect`). ADAM rule: a reference aneurysm is found when a seed "
-               "lies within its maximum radius; VOI criterion: the aneurysm centre lies inside the seed's "
-               "64³ VOI (25.6 mm), which is what the fine stage needs.", ""]
-        hdr = ["data", "threshold", "cases", "aneurysms", "sensitivity (ADAM)", "FP/case (ADAM)", "PPV (ADAM)",
-               "sensitivity (VOI)", "FP/case (VOI)", "s/case"]
-        trows = []
-        for g, rows in list(res.items()) + [("all", allrows)]:
-            for thr in THRESHOLDS:
-                t = coarse_table(rows, thr)
-                raw.setdefault("coarse", {}).setdefault(g, {})[thr] = t
-                trows.append([g, f"{thr:g}", _fmt(t["cases"]), _fmt(t["aneurysms"]), _fmt(t["sensitivity"]),
-                              _fmt(t["fp_per_case"]), _fmt(t["ppv"]), _fmt(t["voi_sensitivity"]),
-                              _fmt(t["voi_fp_per_case"]), _fmt(t["seconds_per_case"], 1)])
-        md += [_table(hdr, trows), "", "Paper (ADAM validation, real data): sensitivity 1.00, 0.99 FP/case, PPV 0.53.", ""]
 
-    if "fine" in tables and loaded is not None:
-        log("fine stage ...")
-        pred = torchscript_predictor(loaded.fine, device)
-        res_f = {g: fine_scores(pred, dirs[g], loaded.fine_channels) for g in groups}
-        allf = [s for v in res_f.values() for s in v]
-        md += ["## Fine stage inside VOIs (SE 3D U-Net)", "",
-               "One 64³ VOI (0.4 mm) centred on each reference aneurysm, made by `preprocess.voi_channels`; "
-               "prediction = sigmoid > 0.5; mean ± SD over VOIs. HD/HD95 in mm (ADAM's border definition). "
-               "Size classes by the diameter of the sphere of the aneurysm's volume.", ""]
-        hdr = ["data", "VOIs", "DSC", "HD (mm)", "HD95 (mm)", "VS"]
-        trows = []
-        by_size = [(f"all, {name}", [s for s in allf if lo <= s["diameter_mm"] < hi]) for name, lo, hi in SIZE_CLASSES]
-        for g, sc in list(res_f.items()) + [("all", allf)] + by_size:
-            raw.setdefault("fine", {})[g] = fine_summary(sc)
-            trows.append([g, str(len(sc))] + [_mean_sd([s[k] for s in sc]) for k in metrics.SCORE_KEYS])
-        md += [_table(hdr, trows), "", "Paper (ADAM validation, real data): DSC 0.81, VS 0.84 (HD 17.93).", ""]
+def fine_section(ctx: EvaluationContext) -> list[Section]:
+    m = ctx.models
+    pred = torchscript_predictor(m.fine, ctx.device)
+    res = {g: fine_scores(pred, dirs, m.fine_channels, m.voi_size, m.fine_spacing[0]) for g, dirs in ctx.cached().items()}
+    allf = [s for v in res.values() for s in v]
+    lines = ["## Fine stage inside VOIs (SE 3D U-Net)", "",
+             f"One {m.voi_size}³ VOI ({m.fine_spacing[0]:g} mm) centred on each reference aneurysm, made by "
+             "`preprocess.voi_channels`; prediction = sigmoid > 0.5; mean ± SD over VOIs. HD/HD95 in mm (ADAM's "
+             "border definition). Size classes by the diameter of the sphere of the aneurysm's volume.", ""]
+    hdr = ["data", "VOIs", "DSC", "HD (mm)", "HD95 (mm)", "VS"]
+    raw: dict[str, Any] = {}
+    trows = []
+    by_size = [(f"all, {name}", [s for s in allf if lo <= s["diameter_mm"] < hi]) for name, lo, hi in SIZE_CLASSES]
+    for g, sc in list(res.items()) + [("all", allf)] + by_size:
+        raw[g] = fine_summary(sc)
+        trows.append([g, str(len(sc))] + [mean_sd([s[k] for s in sc]) for k in metrics.SCORE_KEYS])
+    lines += [markdown_table(hdr, trows), "", "Paper (ADAM validation, real data): DSC 0.81, VS 0.84 (HD 17.93).", ""]
+    return [Section("fine", lines, raw)]
 
-    if "whole" in tables and loaded is not None:
-        thr = getattr(args, "detection_threshold", None)
-        if thr is None:
-            thr = loaded.detection_threshold
-        log(f"whole volume (detection threshold {thr:g}) ...")
-        res_w = {}
-        for g, refs in groups.items():
-            rows = []
-            for i, r in enumerate(refs):
-                rows.append(whole_case(r, loaded, thr))
-                log(f"whole {g} {i + 1}/{len(refs)}: {rows[-1]['detection']} {rows[-1].get('scores', '')}")
-            res_w[g] = rows
-        allw = [r for rows in res_w.values() for r in rows]
-        md += ["## Whole volume (`pipeline.segment`)", "",
-               f"Detector threshold {thr:g}. "
-               "Detection by ADAM's rule on the input grid (label-1 components); DSC, HD95 and VS over "
-               "cases with aneurysms (label 2 masked out); mean over cases.", ""]
-        hdr = ["data", "cases", "sensitivity", "FP/case", "PPV", "DSC", "HD95 (mm)", "VS", "s/case"]
-        trows = []
-        for g, rows in list(res_w.items()) + [("all", allw)]:
-            a = whole_summary(rows)
-            raw.setdefault("whole", {})[g] = a
-            trows.append([g, _fmt(a["cases"]), _fmt(a["sensitivity"]), _fmt(a["fp_per_case"]), _fmt(a["ppv"]),
-                          _fmt(a.get("dsc")), _fmt(a.get("hd95")), _fmt(a.get("vs")), _fmt(a["seconds_per_case"], 1)])
-        md += [_table(hdr, trows), "", "Targets (issue 4): sensitivity >= 0.9, FP/case <= 0.5, DSC >= 0.75, "
-               "HD95 <= 2 mm. Paper, whole framework on its external cohort: DSC 0.12, HD 11.61, VS 0.16.", ""]
 
-    short = {}
-    if "beta" in tables or "ablation" in tables:
-        if not args.train_data:
-            from ..core.errors import InputError
+def whole_section(ctx: EvaluationContext) -> list[Section]:
+    m = ctx.models
+    thr = ctx.config.detection_threshold if ctx.config.detection_threshold is not None else m.detection_threshold
+    ctx.log(f"whole volume (detection threshold {thr:g}) ...")
+    res = {}
+    for g, refs in ctx.groups.items():
+        rows = []
+        for i, r in enumerate(refs):
+            rows.append(whole_case(r, m, thr))
+            ctx.log(f"whole {g} {i + 1}/{len(refs)}: {rows[-1]['detection']} {rows[-1].get('scores', '')}")
+        res[g] = rows
+    allw = [r for rows in res.values() for r in rows]
+    lines = ["## Whole volume (`pipeline.segment`)", "",
+             f"Detector threshold {thr:g}. Detection by ADAM's rule on the input grid (label-1 components); DSC, "
+             "HD95 and VS over cases with aneurysms (label 2 masked out); mean over cases.", ""]
+    hdr = ["data", "cases", "sensitivity", "FP/case", "PPV", "DSC", "HD95 (mm)", "VS", "s/case"]
+    raw: dict[str, Any] = {}
+    trows = []
+    for g, rows in list(res.items()) + [("all", allw)]:
+        a = whole_summary(rows)
+        raw[g] = a
+        trows.append([g, fmt(a["cases"]), fmt(a["sensitivity"]), fmt(a["fp_per_case"]), fmt(a["ppv"]),
+                      fmt(a.get("dsc")), fmt(a.get("hd95")), fmt(a.get("vs")), fmt(a["seconds_per_case"], 1)])
+    lines += [markdown_table(hdr, trows), "",
+              "Targets: sensitivity >= 0.9, FP/case <= 0.5, DSC >= 0.75, HD95 <= 2 mm. Paper, whole framework on "
+              "its external cohort: DSC 0.12, HD 11.61, VS 0.16.", ""]
+    return [Section("whole", lines, raw)]
 
-            raise InputError("--tables beta/ablation need --train-data (the short runs train on it)")
-        configs: dict[str, tuple[float, int]] = {}
-        if "ablation" in tables:
-            configs.update({"baseline": (0.0, 1), "+ dual-channel": (0.0, 2), "+ WDL": (1.0, 1), "both": (1.0, 2)})
-        if "beta" in tables:
-            for b in (0.0, 0.25, 0.5, 0.75, 1.0):
-                configs.setdefault(f"beta {b:g}", (b, 2))
-        val_dirs = [p for v in dirs.values() for p in v]
-        done: dict[tuple[float, int], dict[str, Any]] = {}
-        for name, (beta, ch) in configs.items():
-            if (beta, ch) not in done:
-                run_dir = Path(args.runs) / f"fine-beta{beta:g}-ch{ch}"
-                log(f"short run {name}: {run_dir}")
-                short_fine_run(run_dir, args.train_data, args.data, str(cache), beta, ch, args.budget_minutes,
-                               threads=args.threads, any_preprocess=bool(getattr(args, "any_preprocess_version", False)))
-                predict, channels = eager_predictor(run_dir, device)
-                sc = fine_scores(predict, val_dirs, channels)
-                summ = json.loads((run_dir / "summary.json").read_text())
-                done[(beta, ch)] = {"scores": sc, "epochs": summ.get("epochs_done"),
-                                    "minutes": summ.get("training_minutes")}
-            short[name] = done[(beta, ch)]
-        means = {n: {k: float(np.nanmean([s[k] for s in v["scores"]])) if v["scores"] else float("nan")
-                     for k in metrics.SCORE_KEYS} for n, v in short.items()}
-        hib = {"dsc": True, "hd": False, "hd95": False, "vs": True}
-        budget = (f"Each run: `aneurysmseg train fine` for {args.budget_minutes:g} minutes of wall time on this "
-                  f"machine (same data, seed and augmentation; only beta and the input channels differ), "
-                  f"evaluated inside centred VOIs of {', '.join(groups)}. Runs this short are far from "
-                  f"converged: differences of a few hundredths are noise.")
-        for tname, keys in (("ablation", ["baseline", "+ dual-channel", "+ WDL", "both"]),
-                            ("beta", [k for k in short if k.startswith("beta")])):
-            if tname not in tables or not keys:
-                continue
-            ranking = metrics.rank_methods({k: means[k] for k in keys}, hib)
-            title = "Ablation inside VOIs" if tname == "ablation" else "Beta sweep of the WDL inside VOIs"
-            md += [f"## {title}", "", budget, ""]
-            hdr = ["method", "beta", "channels", "epochs", "DSC", "HD (mm)", "HD95 (mm)", "VS", "rank score"]
-            trows = [[k, _fmt(configs[k][0]), str(configs[k][1]), _fmt(short[k]["epochs"])]
-                     + [_mean_sd([s[m] for s in short[k]["scores"]]) for m in metrics.SCORE_KEYS]
-                     + [_fmt(ranking[k])] for k in keys]
-            md += [_table(hdr, trows), "", "Ranking (lower is better): " + " < ".join(ranking) + ".", ""]
-            raw[tname] = {k: {**means[k], "rank": ranking[k], "epochs": short[k]["epochs"]} for k in keys}
-        md += ["Paper (ADAM validation): baseline DSC 0.73 / + dual-channel 0.76 / + WDL 0.79 / both 0.81; "
-               "beta = 1 best.", ""]
 
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.exists() and getattr(args, "append", False):
-        md = [out.read_text(encoding="utf-8"), ""] + md[2:]
-    out.write_text("\n".join(md) + "\n", encoding="utf-8")
-    if args.json:
-        Path(args.json).write_text(json.dumps(raw, indent=1, default=str))
+ABLATION = {"baseline": (0.0, 1), "+ dual-channel": (0.0, 2), "+ WDL": (1.0, 1), "both": (1.0, 2)}
+BETAS = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def short_run_sections(ctx: EvaluationContext, which: Sequence[str]) -> list[Section]:
+    """Fine-stage trainings of ``budget_minutes`` each (beta sweep and/or ablation), scored inside VOIs."""
+    from ..core.errors import InputError
+
+    cfg = ctx.config
+    if not cfg.train_data:
+        raise InputError("--tables beta/ablation need --train-data (the short runs train on it)")
+    configs: dict[str, tuple[float, int]] = {}
+    if "ablation" in which:
+        configs.update(ABLATION)
+    if "beta" in which:
+        for b in BETAS:
+            configs.setdefault(f"beta {b:g}", (b, 2))
+    val_dirs = [p for v in ctx.cached().values() for p in v]
+    done: dict[tuple[float, int], dict[str, Any]] = {}
+    short: dict[str, dict[str, Any]] = {}
+    for name, (beta, ch) in configs.items():
+        if (beta, ch) not in done:
+            run_dir = Path(cfg.runs) / f"fine-beta{beta:g}-ch{ch}"
+            ctx.log(f"short run {name}: {run_dir}")
+            short_fine_run(run_dir, cfg.train_data, cfg.data, str(ctx.cache), beta, ch, cfg.budget_minutes,
+                           threads=cfg.threads, any_preprocess=cfg.any_preprocess_version)
+            predict, channels, voi_size, spacing = eager_predictor(run_dir, ctx.device)
+            sc = fine_scores(predict, val_dirs, channels, voi_size, spacing)
+            summ = json.loads((run_dir / "summary.json").read_text())
+            done[(beta, ch)] = {"scores": sc, "epochs": summ.get("epochs_done"), "minutes": summ.get("training_minutes")}
+        short[name] = done[(beta, ch)]
+    means = {n: {k: float(np.nanmean([s[k] for s in v["scores"]])) if v["scores"] else float("nan")
+                 for k in metrics.SCORE_KEYS} for n, v in short.items()}
+    higher_is_better = {"dsc": True, "hd": False, "hd95": False, "vs": True}
+    budget = (f"Each run: `aneurysmseg train fine` for {cfg.budget_minutes:g} minutes of wall time on this machine "
+              f"(same data, seed and augmentation; only beta and the input channels differ), evaluated inside "
+              f"centred VOIs of {', '.join(ctx.groups)}. Runs this short are far from converged: differences of a "
+              "few hundredths are noise.")
+    sections = []
+    for tname, keys in (("ablation", list(ABLATION)), ("beta", [k for k in short if k.startswith("beta")])):
+        if tname not in which or not keys:
+            continue
+        ranking = metrics.rank_methods({k: means[k] for k in keys}, higher_is_better)
+        title = "Ablation inside VOIs" if tname == "ablation" else "Beta sweep of the WDL inside VOIs"
+        hdr = ["method", "beta", "channels", "epochs", "DSC", "HD (mm)", "HD95 (mm)", "VS", "rank score"]
+        trows = [[k, fmt(configs[k][0]), str(configs[k][1]), fmt(short[k]["epochs"])]
+                 + [mean_sd([s[m] for s in short[k]["scores"]]) for m in metrics.SCORE_KEYS]
+                 + [fmt(ranking[k])] for k in keys]
+        lines = [f"## {title}", "", budget, "", markdown_table(hdr, trows), "",
+                 "Ranking (lower is better): " + " < ".join(ranking) + ".", "",
+                 "Paper (ADAM validation): baseline DSC 0.73 / + dual-channel 0.76 / + WDL 0.79 / both 0.81; "
+                 "beta = 1 best.", ""]
+        sections.append(Section(tname, lines, {k: {**means[k], "rank": ranking[k], "epochs": short[k]["epochs"]}
+                                               for k in keys}))
+    return sections
+
+
+#: table name -> (function, needs the models). Tables are computed in this order.
+TABLES: dict[str, tuple[Callable[[EvaluationContext], list[Section]], bool]] = {
+    "coarse": (coarse_section, True),
+    "fine": (fine_section, True),
+    "whole": (whole_section, True),
+    "ablation": (lambda ctx: short_run_sections(ctx, [t for t in ctx.config.tables if t in ("ablation", "beta")]), False),
+    "beta": (lambda ctx: [] if "ablation" in ctx.config.tables else short_run_sections(ctx, ["beta"]), False),
+}
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def run_evaluation(cfg: EvaluationConfig, log: Callable[[str], None] = _stderr) -> dict[str, Any]:
+    """Compute the tables ``cfg.tables`` and write the markdown (and JSON); returns the raw numbers."""
+    import torch
+
+    from ..core.errors import InputError
+    from ..core.models import load_models, resolve_device
+
+    unknown = sorted(set(cfg.tables) - set(TABLES))
+    if unknown:
+        raise InputError(f"unknown tables {unknown}; choose from {','.join(TABLES)}")
+    if cfg.threads:
+        torch.set_num_threads(int(cfg.threads))
+    device = resolve_device(cfg.device)
+    groups: dict[str, list[CaseRef]] = {}
+    for d in cfg.data:
+        refs = find_cases([d])
+        groups[Path(d).name] = refs[: cfg.max_cases] if cfg.max_cases else refs
+    ctx = EvaluationContext(cfg, groups, Path(cfg.cache) if cfg.cache else Path(cfg.runs) / "cache", device, log)
+    if any(TABLES[t][1] for t in cfg.tables):
+        ctx.models = load_models(cfg.models, device)
+    header = ["# Evaluation", "",
+              f"Written by `{cfg.command}` on {_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}.", ""]
+    if ctx.models is not None:
+        m = ctx.models.manifest
+        header += [f"Models: `{m.model_dir}` (coarse sha256 {m['coarse']['sha256'][:12]}…, "
+                   f"fine sha256 {m['fine']['sha256'][:12]}…, fine input channels {m.fine_channels}).", ""]
+    header += ["Data: " + ", ".join(f"`{g}` ({len(r)} cases)" for g, r in groups.items()) + ".", ""]
+    sections: list[Section] = []
+    for name, (table, _) in TABLES.items():
+        if name in cfg.tables:
+            log(f"{name} ...")
+            sections += table(ctx)
+    out = write_markdown(cfg.out, header, sections, append=cfg.append)
+    raw = {s.name: s.raw for s in sections}
+    if cfg.json_path:
+        Path(cfg.json_path).write_text(json.dumps(raw, indent=1, default=str))
     log(f"wrote {out}")
-    return 0
+    return raw

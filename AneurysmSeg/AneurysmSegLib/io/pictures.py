@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+
 import numpy as np
 
 from ..core.geometry import Image

@@ -19,8 +19,8 @@ from typing import Any, Sequence
 
 from ..core.errors import InputError, OutputError
 from ..core.geometry import ras_to_lps
-from .images import ensure_can_create
 from ..core.result import Seed
+from .images import ensure_can_create
 
 MARKUPS_SCHEMA = ("https://raw.githubusercontent.com/slicer/slicer/master/Modules/Loadable/Markups/"
                   "Resources/Schema/markups-schema-v1.0.3.json#")

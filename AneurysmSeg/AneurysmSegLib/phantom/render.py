@@ -30,8 +30,17 @@ from scipy import ndimage
 
 from ..core.geometry import Geometry, Image
 from ..io.images import write_image
-from .anatomy import (AneurysmSpec, HeadShape, Site, build_microvessels, build_sinuses, build_tree, curvature,
-                              make_aneurysm, sample_diameter)
+from .anatomy import (
+    AneurysmSpec,
+    HeadShape,
+    Site,
+    build_microvessels,
+    build_sinuses,
+    build_tree,
+    curvature,
+    make_aneurysm,
+    sample_diameter,
+)
 from .raster import TubeRaster, ellipsoid_sd
 
 DEFAULT_SHAPE_XYZ = (256, 256, 96)

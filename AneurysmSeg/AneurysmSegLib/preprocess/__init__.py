@@ -30,9 +30,9 @@ from .masks import STATS_EROSION_MM, brain_mask, head_and_depth, head_statistics
 from .prepared import Preprocessed
 
 __all__ = [  # the package's API; the submodules hold the parts (grids, masks, arteries, channels)
-    "COARSE_SPACING_MM", "FINE_SPACING_MM", "PREPROCESS_VERSION", "VOI_SIZE", "Preprocessed", "arteries_on",
+    "COARSE_SPACING_MM", "FINE_SPACING_MM", "PREPROCESS_VERSION", "ROI_MARGIN_MM", "VOI_SIZE", "Preprocessed", "arteries_on",
     "coarse_grid", "coarse_roi", "contour_channel", "extract_arteries", "grid_around", "head_and_depth",
-    "preprocess", "resample", "voi_channels", "zscore", "zscored_on",
+    "preprocess", "resample", "roi_around_arteries", "voi_channels", "zscore", "zscored_on",
 ]
 
 #: Version of what preprocessing produces (masks, z-score, channels). Training caches are keyed on it:
@@ -70,10 +70,20 @@ def preprocess(image: Image, coarse_spacing: float = COARSE_SPACING_MM) -> Prepr
                         _sitk_image=img_sitk)
 
 
-def coarse_roi(pre: Preprocessed, margin_mm: float = 6.0) -> np.ndarray:
-    """bool on the coarse grid: arteries dilated by ``margin_mm``, where the coarse detector runs."""
-    sp = pre.coarse.geometry.spacing_zyx
-    if not pre.coarse_arteries.any():
-        return np.zeros_like(pre.coarse_arteries)
-    dist = ndimage.distance_transform_edt(~pre.coarse_arteries, sampling=sp)
-    return (dist <= margin_mm) & pre.coarse_head
+#: The coarse detector looks within this distance (mm) of the extracted arteries: aneurysm lumens are
+#: bright (part of the mask), so a small margin suffices for the probability-weighted centres.
+ROI_MARGIN_MM = 2.0
+
+
+def roi_around_arteries(arteries: np.ndarray, head: np.ndarray, spacing_zyx, margin_mm: float = ROI_MARGIN_MM
+                        ) -> np.ndarray:
+    """bool: ``arteries`` dilated by ``margin_mm`` (exact Euclidean distance), within ``head``."""
+    if not arteries.any():
+        return np.zeros_like(arteries)
+    dist = ndimage.distance_transform_edt(~arteries, sampling=spacing_zyx)
+    return (dist <= margin_mm) & head
+
+
+def coarse_roi(pre: Preprocessed, margin_mm: float = ROI_MARGIN_MM) -> np.ndarray:
+    """bool on the coarse grid: where the coarse detector runs (:func:`roi_around_arteries`)."""
+    return roi_around_arteries(pre.coarse_arteries, pre.coarse_head, pre.coarse.geometry.spacing_zyx, margin_mm)

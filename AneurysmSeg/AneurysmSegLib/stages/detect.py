@@ -20,14 +20,11 @@ from scipy import ndimage
 
 from ..core.errors import Cancelled
 from ..core.geometry import Geometry
-from ..preprocess import Preprocessed, coarse_roi
 from ..core.result import Seed
+from ..preprocess import ROI_MARGIN_MM, Preprocessed, coarse_roi
 
 #: Detector components smaller than this (mm^3) are noise, not an aneurysm region.
 MIN_COMPONENT_MM3 = 1.0
-#: How far (mm) around the artery mask the detector runs: aneurysm lumens are bright (part of the
-#: mask), so a small margin suffices for the probability-weighted centres.
-ROI_MARGIN_MM = 2.0
 #: At most this many seeds (the most confident) go to the fine stage.
 MAX_SEEDS = 20
 

@@ -16,11 +16,11 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from .detect import autocast
 from ..core.errors import Cancelled
 from ..core.geometry import Geometry
-from ..preprocess import Preprocessed, resample, voi_channels
 from ..core.result import Seed
+from ..preprocess import Preprocessed, resample, voi_channels
+from .detect import autocast
 
 Progress = Callable[[float, str], None]
 _STRUCTURE = np.ones((3, 3, 3), dtype=bool)

@@ -101,8 +101,8 @@ def read_labels(path: Path) -> np.ndarray:
 
 def build_case(ref: CaseRef, out_dir: Path, fine_big: int = FINE_BIG) -> None:
     """Preprocess one case and write its cache files into ``out_dir`` (which must exist)."""
-    from ..io import images as io
     from .. import preprocess as pp
+    from ..io import images as io
 
     image = io.read_image(ref.image_path)
     labels = read_labels(ref.label_path)

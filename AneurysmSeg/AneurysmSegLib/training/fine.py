@@ -13,9 +13,9 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .losses import soft_dice, weighted_dice_loss
 from .augment import augment_fine
 from .coarse import autocast
+from .losses import soft_dice, weighted_dice_loss
 from .sampling import FineVOIs, sample_fine, voi_crop
 
 VOI = 64

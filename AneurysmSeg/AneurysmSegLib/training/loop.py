@@ -20,6 +20,8 @@ from typing import Any, Callable, Protocol
 import numpy as np
 import torch
 
+from .checkpoints import load_checkpoint
+
 CSV_NAME = "metrics.csv"
 LAST_NAME = "last.pt"
 BEST_NAME = "best.pt"
@@ -70,10 +72,6 @@ def save_checkpoint(path: Path, task: Task, state: dict[str, Any], cfg: LoopConf
     tmp = path.with_suffix(".tmp")
     torch.save(payload, tmp)
     os.replace(tmp, path)
-
-
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    return torch.load(path, map_location=map_location, weights_only=False)
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
