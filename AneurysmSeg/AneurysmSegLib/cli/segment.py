@@ -139,8 +139,9 @@ def build_report(result: Any, input_path: Path | str, models: Any) -> dict[str, 
 def write_results(result: Any, out: Outputs, *, input_path: Path | str, models: Any, binary: bool = False,
                   stl_coords: str = "LPS") -> list[tuple[str, Path]]:
     """Write every requested output of one case atomically; returns (what, path) pairs."""
+    from ..io.atomic import write_text_atomic
     from ..io.images import write_label
-    from ..io.seeds import write_seeds, write_text_atomic
+    from ..io.seeds import write_seeds
     from ..io.surfaces import write_stl
 
     written: list[tuple[str, Path]] = []
@@ -272,8 +273,9 @@ def run_batch(args: argparse.Namespace, cases: list[tuple[str, Path]]) -> int:
 
     from ..core.models import load_models
     from ..core.pipeline import segment
+    from ..io.atomic import write_text_atomic
     from ..io.images import read_image
-    from ..io.seeds import check_json_writable, write_text_atomic
+    from ..io.seeds import check_json_writable
     from ..io.surfaces import check_folder_writable
 
     if args.seeds is not None:

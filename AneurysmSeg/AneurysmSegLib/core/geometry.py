@@ -69,6 +69,19 @@ def lps_to_ras(points: Sequence[float] | np.ndarray) -> np.ndarray:
 
 ras_to_lps = lps_to_ras
 
+COORDINATE_SYSTEMS = ("LPS", "RAS")  #: of files (STL, seeds) this package reads or writes
+
+
+def check_coordinate_system(value: object, what: str = "coordinate system") -> str:
+    """"LPS" or "RAS" (any case); InputError naming ``what`` otherwise: a wrong convention must never
+    silently mirror a patient's left and right."""
+    from .errors import InputError
+
+    cs = str(value).strip().upper()
+    if cs not in COORDINATE_SYSTEMS:
+        raise InputError(f"{what} must be LPS or RAS, got {value!r}")
+    return cs
+
 
 @dataclass
 class Image:

@@ -12,7 +12,6 @@ cancellation never leaves a half-written output behind.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,7 @@ import SimpleITK as sitk
 
 from ..core.errors import InputError, OutputError
 from ..core.geometry import Geometry, Image
+from .atomic import ensure_can_create, write_atomic
 
 #: Extensions read from a single file (lower case, longest first so ".nii.gz" wins over ".gz").
 READ_EXTENSIONS: tuple[str, ...] = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
@@ -213,46 +213,10 @@ def check_writable(path: str | Path) -> Path:
     return path
 
 
-def ensure_can_create(path: str | Path) -> Path:
-    """Raise :class:`OutputError` unless the nearest existing folder above ``path`` accepts a new file.
-
-    Tested by creating and removing a probe file: permission bits alone lie when running as root or
-    on read-only mounts. Returns that folder.
-    """
-    path = Path(path)
-    folder = path.parent
-    while not folder.exists():
-        folder = folder.parent
-    if not folder.is_dir():
-        raise OutputError(f"cannot write {path}: {folder} is a file, not a folder")
-    try:
-        fd, probe = tempfile.mkstemp(dir=folder, prefix=".aneurysmseg-probe-")
-        os.close(fd)
-        os.remove(probe)
-    except OSError as exc:
-        raise OutputError(f"cannot write {path}: folder {folder} is not writable ({exc.strerror})") from None
-    return folder
-
-
 def _write_atomic(img: sitk.Image, path: Path, compress: bool) -> Path:
-    """Write through a temporary file in the destination folder, then rename it into place."""
+    """Checked, then written through a temporary file in the destination folder (:func:`write_atomic`)."""
     check_writable(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"cannot create folder {path.parent}: {exc.strerror}") from None
-    ext = extension_of(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".part{ext}")
-    os.close(fd)
-    try:
-        sitk.WriteImage(img, tmp, compress)
-        os.replace(tmp, path)
-    except (RuntimeError, OSError) as exc:
-        raise OutputError(f"writing {path} failed: {_first_line(exc)}") from None
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    return write_atomic(path, lambda tmp: sitk.WriteImage(img, tmp, compress), suffix=extension_of(path))
 
 
 def write_image(array: np.ndarray, geometry: Geometry, path: str | Path, compress: bool = True) -> Path:

@@ -11,20 +11,17 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
 from ..core.errors import InputError, OutputError
-from ..core.geometry import ras_to_lps
+from ..core.geometry import check_coordinate_system, ras_to_lps
 from ..core.result import Seed
-from .images import ensure_can_create
+from .atomic import ensure_can_create, write_text_atomic
 
 MARKUPS_SCHEMA = ("https://raw.githubusercontent.com/slicer/slicer/master/Modules/Loadable/Markups/"
                   "Resources/Schema/markups-schema-v1.0.3.json#")
-COORDINATE_SYSTEMS = ("LPS", "RAS")
 _DESCRIPTION_KEYS = re.compile(r"(confidence|source)\s*=\s*([^;,\s]+)")
 
 
@@ -33,7 +30,7 @@ _DESCRIPTION_KEYS = re.compile(r"(confidence|source)\s*=\s*([^;,\s]+)")
 
 def seeds_to_markups(seeds: Sequence[Seed], coordinate_system: str = "LPS", name: str = "AneurysmSeeds") -> dict[str, Any]:
     """Seeds -> a Slicer markups document (dict); confidence and source go into each description."""
-    cs = _coordinate_system(coordinate_system)
+    cs = check_coordinate_system(coordinate_system, "seeds coordinate system")
     points = []
     for i, seed in enumerate(seeds, start=1):
         pos = seed.position_lps if cs == "LPS" else seed.position_ras
@@ -85,20 +82,6 @@ def check_json_writable(path: str | Path) -> Path:
     return path
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write text through a temporary sibling file and ``os.replace`` (never half-written)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise OutputError(f"writing {path} failed: {exc.strerror}") from None
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 # --------------------------------------------------------------------------------------------- read
 
 
@@ -133,7 +116,7 @@ def _from_markups(data: dict, name: str) -> list[Seed]:
         if not isinstance(markup, dict):
             raise InputError(f"{name}: markups[{m}] must be an object")
         # Slicer's schema makes LPS the default when the field is absent.
-        cs = _coordinate_system(markup.get("coordinateSystem", "LPS"), f"{name}: markups[{m}].coordinateSystem")
+        cs = check_coordinate_system(markup.get("coordinateSystem", "LPS"), f"{name}: markups[{m}].coordinateSystem")
         points = markup.get("controlPoints", [])
         if not isinstance(points, list):
             raise InputError(f"{name}: markups[{m}].controlPoints must be a list")
@@ -156,7 +139,7 @@ def _from_plain(data: dict, name: str) -> list[Seed]:
     if "coordinate_system" not in data:
         raise InputError(f"{name}: state the coordinate system of the positions: "
                          "\"coordinate_system\": \"RAS\" or \"LPS\"")
-    cs = _coordinate_system(data["coordinate_system"], f"{name}: coordinate_system")
+    cs = check_coordinate_system(data["coordinate_system"], f"{name}: coordinate_system")
     items = data["seeds"]
     if not isinstance(items, list):
         raise InputError(f"{name}: 'seeds' must be a list")
@@ -169,13 +152,6 @@ def _from_plain(data: dict, name: str) -> list[Seed]:
                           confidence=_confidence(item.get("confidence", 1.0), where),
                           source=str(item.get("source", "user")), label=str(item.get("label", ""))))
     return seeds
-
-
-def _coordinate_system(value: Any, where: str = "coordinate_system") -> str:
-    cs = str(value).upper()
-    if cs not in COORDINATE_SYSTEMS:
-        raise InputError(f"{where} must be LPS or RAS, got {value!r}")
-    return cs
 
 
 def _to_lps(position: Any, cs: str, where: str) -> tuple[float, float, float]:
@@ -199,5 +175,4 @@ def _confidence(value: Any, where: str) -> float:
     return c
 
 
-__all__ = ["read_seeds", "write_seeds", "seeds_from_json", "seeds_to_markups", "check_json_writable",
-           "write_text_atomic"]
+__all__ = ["read_seeds", "write_seeds", "seeds_from_json", "seeds_to_markups", "check_json_writable"]

@@ -9,18 +9,14 @@ outward normals. STL files are written binary and atomically. LPS is the default
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
 
 from ..core.errors import InputError, OutputError
-from ..core.geometry import Geometry
-from .images import ensure_can_create
-
-COORDINATE_SYSTEMS = ("LPS", "RAS")
+from ..core.geometry import Geometry, check_coordinate_system
+from .atomic import ensure_can_create, write_atomic
 
 
 def check_folder_writable(folder: str | Path) -> Path:
@@ -38,7 +34,7 @@ def label_surface(mask: np.ndarray, geometry: Geometry, coordinate_system: str =
     import vtk
     from vtk.util import numpy_support
 
-    cs = _coordinate_system(coordinate_system)
+    cs = check_coordinate_system(coordinate_system, "STL coordinate system")
     mask = np.asarray(mask, dtype=bool)
     if not mask.any():
         raise InputError("cannot make a surface of an empty mask")
@@ -104,9 +100,8 @@ def write_stl(labels: np.ndarray, geometry: Geometry, folder: str | Path, coordi
 
     The folder is checked (and created) before any surface is computed; each file appears atomically.
     """
-    import vtk
 
-    _coordinate_system(coordinate_system)
+    check_coordinate_system(coordinate_system, "STL coordinate system")
     folder = check_folder_writable(folder)
     labels = np.asarray(labels)
     try:
@@ -126,26 +121,16 @@ def write_stl(labels: np.ndarray, geometry: Geometry, folder: str | Path, coordi
         sub_geometry = Geometry(spacing=geometry.spacing, origin=tuple(geometry.index_to_lps(offset_xyz)),
                                 direction=geometry.direction)
         poly = label_surface(sub, sub_geometry, coordinate_system, smoothing_iterations)
-        path = folder / f"{prefix}_{value}.stl"
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".part.stl")
-        os.close(fd)
-        try:
-            writer = vtk.vtkSTLWriter()
-            writer.SetFileName(tmp)
-            writer.SetFileTypeToBinary()
-            writer.SetInputData(poly)
-            if not writer.Write():
-                raise OutputError(f"writing {path} failed")
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-        paths.append(path)
+        paths.append(write_atomic(folder / f"{prefix}_{value}.stl", lambda tmp: _write_stl(poly, tmp), ".stl"))
     return paths
 
 
-def _coordinate_system(value: str) -> str:
-    cs = str(value).upper()
-    if cs not in COORDINATE_SYSTEMS:
-        raise InputError(f"STL coordinate system must be LPS or RAS, got {value!r}")
-    return cs
+def _write_stl(poly, path: str) -> None:
+    import vtk
+
+    writer = vtk.vtkSTLWriter()
+    writer.SetFileName(path)
+    writer.SetFileTypeToBinary()
+    writer.SetInputData(poly)
+    if not writer.Write():
+        raise OSError(f"vtkSTLWriter could not write {path}")

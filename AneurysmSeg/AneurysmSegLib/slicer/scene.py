@@ -25,7 +25,7 @@ import vtk
 from vtk.util import numpy_support
 
 from ..core.errors import InputError, OutputError
-from ..core.geometry import LPS_TO_RAS, Geometry, Image, ras_to_lps
+from ..core.geometry import LPS_TO_RAS, Geometry, Image, check_coordinate_system, ras_to_lps
 from ..core.result import Aneurysm, Seed, SegmentationResult
 
 #: Node reference roles kept on the input volume, so that re-running finds and updates its results.
@@ -295,9 +295,7 @@ def exportStl(segmentationNode, folder: str | Path, coordinateSystem: str = "LPS
     """
     from ..io.surfaces import check_folder_writable
 
-    cs = str(coordinateSystem).upper()
-    if cs not in ("LPS", "RAS"):
-        raise InputError(f"coordinate system must be LPS or RAS, got {coordinateSystem!r}")
+    cs = check_coordinate_system(coordinateSystem, "STL coordinate system")
     if segmentationNode is None or segmentationNode.GetSegmentation().GetNumberOfSegments() == 0:
         raise InputError("nothing to export: the segmentation has no aneurysm segments")
     folder = check_folder_writable(folder)
