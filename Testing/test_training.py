@@ -241,7 +241,7 @@ def test_checkpoint_resume_continues_exactly(tmp_path: Path) -> None:
     assert s2["epoch"] == 2 and len(s2["history"]) == 3
     for (k, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.allclose(a.float(), b.float(), atol=1e-5), k
-    rows = list(csv.DictReader(open(tmp_path / "b" / "metrics.csv")))
+    rows = list(csv.DictReader((tmp_path / "b" / "metrics.csv").read_text().splitlines()))
     assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
     assert {"loss", "val_loss", "val_dsc", "val_sensitivity", "lr"} <= set(rows[0])
     ck = load_checkpoint(tmp_path / "b" / "last.pt")
@@ -360,7 +360,7 @@ def test_train_command_end_to_end(phantom_cases: Path, tmp_path: Path) -> None:
     assert [(d / "meta.json").stat().st_mtime_ns for d in dirs] == mtimes
     args[args.index("--epochs") + 1] = "2"
     assert train.run(_train_args(args + ["--resume"])) == 0
-    rows = list(csv.DictReader(open(tmp_path / "coarse" / "metrics.csv")))
+    rows = list(csv.DictReader((tmp_path / "coarse" / "metrics.csv").read_text().splitlines()))
     assert [int(r["epoch"]) for r in rows] == [0, 1]
 
 

@@ -1,4 +1,4 @@
-"""Bundled TorchScript weights: export, manifest with sha256, and verified loading.
+"""TorchScript weights: export with a manifest (sha256, geometry), and verified loading on a device.
 
 The manifest (``manifest.json`` next to the weights) is the single source of the model geometry:
 spacing, patch sizes and channels are read from it, never assumed. Loading refuses a file whose

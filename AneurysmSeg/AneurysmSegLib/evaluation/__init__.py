@@ -1,0 +1,1 @@
+"""Evaluation with the ADAM definitions: metrics, detection matching, the tables and their markdown."""

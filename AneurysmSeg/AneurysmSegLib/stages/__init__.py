@@ -1,0 +1,1 @@
+"""The pipeline's stages after preprocessing: detect (coarse), refine (fine), measure."""
