@@ -18,6 +18,15 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--aneurysms", type=int, default=None, help="force this many aneurysms per case (and no treated one)")
     p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
                    help="override drawn parameters, e.g. noise=0.05 intensity_range=int1000 (values parsed as JSON)")
+    p.add_argument("--kind", default=None, metavar="NAME",
+                   help="an input kind of real TOF-MRA (e.g. brain_extracted, cow_crop, vessels_only, uint8; "
+                        "'--kind list' prints them all); default: the full head as the generator renders it")
+    p.add_argument("--randomise", action="store_true",
+                   help="domain-randomised cases for training: random field of view, masking, appearance, voxel size "
+                        "and intensity convention per case (a share keeps the realistic look); --shape/--spacing/"
+                        "--scanner/--kind do not apply")
+    p.add_argument("--max-voxels", type=int, default=None,
+                   help="with --randomise: largest grid per case (default 256*256*96); larger draws are cropped")
     p.add_argument("--preview", type=Path, default=None, help="also write MIP, slice and aneurysm close-up pictures of the first case: PREFIX_mip.png, ...")
 
 
@@ -43,8 +52,20 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ..core.errors import InputError, OutputError
+    from ..phantom.kinds import KINDS, describe, make_kind
+    from ..phantom.randomise import MAX_VOXELS, randomised_case
     from ..phantom.render import case_seed, generate_case, write_case
 
+    if args.kind == "list":
+        for name in KINDS:
+            print(f"{name:20s} {describe(name)}")
+        return 0
+    if args.kind is not None and args.kind not in KINDS:
+        raise InputError(f"unknown --kind {args.kind!r}; known: {', '.join(KINDS)}")
+    if args.randomise and (args.kind or args.shape or args.spacing or args.scanner != "train"):
+        raise InputError("--randomise draws the grid, scanner and kind itself: drop --kind, --shape, --spacing and --scanner")
+    if args.max_voxels is not None and (not args.randomise or args.max_voxels < 16 ** 3):
+        raise InputError("--max-voxels goes with --randomise and must be at least 4096")
     if args.cases < 1:
         raise InputError("--cases must be at least 1")
     if args.shape is not None and min(args.shape) < 16:
@@ -59,7 +80,13 @@ def run(args: argparse.Namespace) -> int:
     overrides.update(_parse_overrides(args.set))
     for i in tqdm(range(args.start, args.start + args.cases), desc="phantoms", unit="case"):
         try:
-            case = generate_case(case_seed(args.seed, i), args.shape, args.spacing, args.scanner, **overrides)
+            seed = case_seed(args.seed, i)
+            if args.randomise:
+                case = randomised_case(seed, args.max_voxels or MAX_VOXELS, **overrides)
+            elif args.kind is None:
+                case = generate_case(seed, args.shape, args.spacing, args.scanner, **overrides)
+            else:
+                case = make_kind(args.kind, seed, args.shape, args.spacing, args.scanner, **overrides)
         except ValueError as exc:  # unknown parameter names or values
             raise InputError(str(exc)) from exc
         write_case(case, args.out / f"P{i:04d}")

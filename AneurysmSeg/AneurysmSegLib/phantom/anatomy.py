@@ -28,6 +28,7 @@ class Branch:
     parent: str | None = None
     parent_index: int = 0  # index on the parent's centreline where this branch starts
     cistern_mm: float = 0.0  # CSF margin around it (basal cisterns, sylvian fissure)
+    drawn: bool = True  # False: an absent segment (kept only as the path its children's blood takes)
 
 
 @dataclass
@@ -124,8 +125,9 @@ class TreeBuilder:
     """Builds the circle of Willis and its branches with per-seed anatomical variation."""
 
     def __init__(self, rng: np.random.Generator, head: HeadShape, scale: float, tortuosity: float,
-                 radius_scale: float) -> None:
+                 radius_scale: float, varied: bool = False) -> None:
         self.rng = rng
+        self.varied = varied  # more circle-of-Willis variants (drawn after the classic ones: classic cases unchanged)
         self.head = head
         self.g = scale
         self.tort = tortuosity
@@ -237,8 +239,18 @@ class TreeBuilder:
         if rng.random() < 0.08:
             a1_r *= 0.45
             self.variants.append(f"hypoplastic_A1_{tag}")
-        self.add(f"A1_{tag}", [term, self.jit((s * 8, -16, 4), 1.0), J[f"ACOM_{tag}"]], a1_r, max(a1_r * 0.95, 0.5),
-                 parent=f"ICA_{tag}", cistern=1.5, tort=0.3)
+        absent = False
+        if self.varied and f"hypoplastic_A1_{tag}" not in self.variants:
+            u = rng.random()
+            if u < 0.08:
+                a1_r *= 0.45
+                self.variants.append(f"hypoplastic_A1_{tag}")
+            elif u < 0.13 and not any(v.startswith("absent_A1") for v in self.variants):
+                absent = True  # both A2 then fill through the anterior communicating artery
+                self.variants.append(f"absent_A1_{tag}")
+        a1 = self.add(f"A1_{tag}", [term, self.jit((s * 8, -16, 4), 1.0), J[f"ACOM_{tag}"]], a1_r,
+                      max(a1_r * 0.95, 0.5), parent=f"ICA_{tag}", cistern=1.5, tort=0.3)
+        a1.drawn = not absent
         # A2 runs up in front of and around the genu of the corpus callosum (pericallosal artery)
         a2_r = rng.uniform(0.8, 1.0)
         a2 = self.add(f"A2_{tag}", [J[f"ACOM_{tag}"], self.jit((s * 2.2, -28, 14), 1.2), self.jit((s * 2.8, -33, 26), 1.5),
@@ -287,9 +299,18 @@ class TreeBuilder:
         tip = self.branches["BA"].points[-1]
         p1_r = rng.uniform(0.85, 1.1)
         pcom_r = rng.uniform(0.4, 0.75)
-        if rng.random() < 0.12:  # fetal PCA: large PcomA, small P1
+        fetal = rng.random() < 0.12
+        hypoplastic_pcom = False
+        if self.varied and not fetal:
+            u = rng.random()
+            fetal = u < 0.12
+            hypoplastic_pcom = 0.12 <= u < 0.3
+        if fetal:  # fetal PCA: large PcomA, small P1
             pcom_r, p1_r = p1_r, max(0.45, pcom_r * 0.7)
             self.variants.append(f"fetal_PCA_{tag}")
+        elif hypoplastic_pcom:
+            pcom_r = max(0.3, pcom_r * 0.5)
+            self.variants.append(f"hypoplastic_PcomA_{tag}")
         self.add(f"P1_{tag}", [tip, self.jit((s * 5, 6.5, 0), 0.6), J[f"P1P2_{tag}"]], p1_r, p1_r,
                  parent="BA", cistern=1.5, tort=0.3)
         p2_r = max(p1_r, pcom_r) * rng.uniform(0.85, 1.0)
@@ -371,9 +392,10 @@ class TreeBuilder:
 
 
 def build_tree(rng: np.random.Generator, head: HeadShape, scale: float = 1.0, tortuosity: float = 1.0,
-               radius_scale: float = 1.0) -> TreeBuilder:
-    """Circle of Willis with carotids, vertebrobasilar system and cortical branches (one random draw)."""
-    tb = TreeBuilder(rng, head, scale, tortuosity, radius_scale)
+               radius_scale: float = 1.0, varied: bool = False) -> TreeBuilder:
+    """Circle of Willis with carotids, vertebrobasilar system and cortical branches (one random draw);
+    ``varied`` adds absent A1, hypoplastic PcomA and more fetal PCAs to the classic variants."""
+    tb = TreeBuilder(rng, head, scale, tortuosity, radius_scale, varied)
     tb.build()
     return tb
 
@@ -442,34 +464,93 @@ def make_aneurysm(rng: np.random.Generator, site: Site, diameter_mm: float, trea
     (measured on the rasterised tree, so bifurcations are handled); default: the parent radius.
     """
     R = diameter_mm / 2.0
-    d = site.direction
     wall = site.parent_radius if wall_mm is None else wall_mm
     k = rng.uniform(0.35, 0.85)  # neck half-width = R * sqrt(1 - k^2): the smaller k, the wider the neck
-    # main body: elongated along the dome axis, random aspect across it
-    perp = _unit(np.cross(d, rng.normal(size=3)))
-    rot = np.stack([d, perp, np.cross(d, perp)], axis=1)
-    axes = R * np.array([rng.uniform(0.95, 1.3), rng.uniform(0.8, 1.05), rng.uniform(0.8, 1.05)])
-    centre = site.point + d * (wall + k * axes[0])
-    lobes = [Lobe(centre, rot, axes)]
+    lobes, perp, rot = _main_lobe(rng, site, R, wall, k)
     kind = "simple"
     u = rng.random()
     if u < 0.2 and R > 1.5:  # lobulated: a second overlapping lobe
-        off = _unit(d * 0.5 + perp * rng.uniform(-1, 1) + rot[:, 2] * rng.uniform(-1, 1))
-        r2 = R * rng.uniform(0.5, 0.8)
-        lobes.append(Lobe(centre + off * R * 0.75, random_rotation(rng), r2 * rng.uniform(0.85, 1.15, 3)))
+        _add_lobe(rng, lobes, site.direction, perp, rot, R)
         kind = "lobulated"
     elif u < 0.45 and R > 1.2:  # daughter blebs on the dome
-        for _ in range(int(rng.integers(1, 3))):
-            off = _unit(d * rng.uniform(0.6, 1.2) + rng.normal(0, 0.5, 3))
-            rb = R * rng.uniform(0.22, 0.42)
-            lobes.append(Lobe(centre + off * (R * 0.95), np.eye(3), np.full(3, rb)))
+        _add_blebs(rng, lobes, site.direction, R, int(rng.integers(1, 3)), (0.22, 0.42))
         kind = "bleb"
     loss = float(np.clip((R - 2.0) / 4.5, 0.0, 0.75) * rng.uniform(0.6, 1.1))
     return AneurysmSpec(site.name, float(diameter_mm), lobes, treated, loss,
                         {"kind": kind, "neck_k": float(k), "wall_mm": float(wall)})
 
 
-def sample_diameter(rng: np.random.Generator, treated: bool = False) -> float:
-    """Aneurysm diameter (mm): mostly 2-7 mm, a tail up to 12 mm, never under 1.5 mm."""
+SHAPES = ("simple", "lobulated", "multilobular", "bleb", "irregular")  # the shape types of make_varied_aneurysm
+
+
+def make_varied_aneurysm(rng: np.random.Generator, site: Site, diameter_mm: float, treated: bool = False,
+                         wall_mm: float | None = None) -> AneurysmSpec:
+    """Like :func:`make_aneurysm` with every shape type of :data:`SHAPES` (multilobular: 2-3 extra lobes;
+    irregular: 4-9 small bumps all over the sac) and a neck drawn wide (about the sac's width) or narrow
+    (less than two thirds of it)."""
+    R = diameter_mm / 2.0
+    wall = site.parent_radius if wall_mm is None else wall_mm
+    neck = "wide" if rng.random() < 0.5 else "narrow"
+    k = rng.uniform(0.15, 0.45) if neck == "wide" else rng.uniform(0.72, 0.9)
+    lobes, perp, rot = _main_lobe(rng, site, R, wall, k)
+    kind = str(rng.choice(SHAPES, p=[0.3, 0.15, 0.15, 0.2, 0.2])) if R > 1.2 else "simple"
+    if kind == "lobulated":
+        _add_lobe(rng, lobes, site.direction, perp, rot, R)
+    elif kind == "multilobular":
+        for _ in range(int(rng.integers(2, 4))):
+            _add_lobe(rng, lobes, site.direction, perp, rot, R)
+    elif kind == "bleb":
+        _add_blebs(rng, lobes, site.direction, R, int(rng.integers(1, 3)), (0.22, 0.42))
+    elif kind == "irregular":
+        _add_blebs(rng, lobes, site.direction, R, int(rng.integers(4, 10)), (0.12, 0.25), spread=1.2)
+    loss = float(np.clip((R - 2.0) / 4.5, 0.0, 0.85) * rng.uniform(0.6, 1.1))
+    return AneurysmSpec(site.name, float(diameter_mm), lobes, treated, loss,
+                        {"kind": kind, "neck": neck, "neck_k": float(k), "wall_mm": float(wall)})
+
+
+def _main_lobe(rng: np.random.Generator, site: Site, R: float, wall: float, k: float):
+    """The main body: elongated along the dome axis, random aspect across it, its centre ``k`` semi-axes
+    beyond the wall. Returns the lobe list, a unit vector across the dome axis and the lobe's axes."""
+    d = site.direction
+    perp = _unit(np.cross(d, rng.normal(size=3)))
+    rot = np.stack([d, perp, np.cross(d, perp)], axis=1)
+    axes = R * np.array([rng.uniform(0.95, 1.3), rng.uniform(0.8, 1.05), rng.uniform(0.8, 1.05)])
+    centre = site.point + d * (wall + k * axes[0])
+    return [Lobe(centre, rot, axes)], perp, rot
+
+
+def _add_lobe(rng: np.random.Generator, lobes: list[Lobe], d: np.ndarray, perp: np.ndarray, rot: np.ndarray,
+              R: float) -> None:
+    """A second overlapping lobe, 0.5-0.8 of the sac's radius, off the main lobe towards the dome."""
+    centre = lobes[0].centre
+    off = _unit(d * 0.5 + perp * rng.uniform(-1, 1) + rot[:, 2] * rng.uniform(-1, 1))
+    r2 = R * rng.uniform(0.5, 0.8)
+    lobes.append(Lobe(centre + off * R * 0.75, random_rotation(rng), r2 * rng.uniform(0.85, 1.15, 3)))
+
+
+def _add_blebs(rng: np.random.Generator, lobes: list[Lobe], d: np.ndarray, R: float, count: int,
+               size: tuple[float, float], spread: float = 0.5) -> None:
+    """``count`` small spheres on the sac's surface, mostly towards the dome (``spread``: how far off)."""
+    centre = lobes[0].centre
+    for _ in range(count):
+        off = _unit(d * rng.uniform(0.6, 1.2) + rng.normal(0, spread, 3))
+        rb = R * rng.uniform(*size)
+        lobes.append(Lobe(centre + off * (R * 0.95), np.eye(3), np.full(3, rb)))
+
+
+def site_type(name: str) -> str:
+    """``sidewall`` for the outer bends of a vessel, ``bifurcation`` for sites at a branching."""
+    return "sidewall" if name.startswith("bend_") else "bifurcation"
+
+
+def sample_diameter(rng: np.random.Generator, treated: bool = False, largest_mm: float = 12.0) -> float:
+    """Aneurysm diameter (mm): mostly 2-7 mm, a tail up to ``largest_mm``, never under 1.5 mm."""
     mu = np.log(6.0 if treated else 4.2)
-    return float(np.clip(np.exp(rng.normal(mu, 0.42)), 1.5, 12.0))
+    return float(np.clip(np.exp(rng.normal(mu, 0.42)), 1.5, largest_mm))
+
+
+def sample_varied_diameter(rng: np.random.Generator, treated: bool = False) -> float:
+    """1.5-25 mm: the classic distribution, with one in ten drawn large to giant (10-25 mm)."""
+    if rng.random() < 0.1:
+        return float(rng.uniform(10.0, 25.0))
+    return sample_diameter(rng, treated)

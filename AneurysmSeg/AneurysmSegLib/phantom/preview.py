@@ -78,10 +78,11 @@ def save_slices(case: PhantomCase, path: str | Path, title: str = "") -> Path:
 
 def _describe(case: PhantomCase) -> str:
     p = case.params
-    sp = ", ".join(f"{s:.2f}" for s in p["spacing"])
-    an = "; ".join(f"{a['site']} {a['diameter_mm']:.1f} mm{' treated' if a['treated'] else ''}" for a in p["aneurysms"])
-    return (f"synthetic TOF-MRA, seed {p['seed']} ({p['scanner']}), spacing {sp} mm, "
-            f"contrast {p['contrast']:.1f}, noise {p['noise']:.3f}; aneurysms: {an or 'none'}")
+    sp = ", ".join(f"{s:.2f}" for s in p.spacing)
+    an = "; ".join(f"{a['site']} {a['diameter_mm']:.1f} mm{' treated' if a['treated'] else ''}" for a in p.aneurysms)
+    kind = f", {p.input_kind}" if p.input_kind else ""
+    return (f"synthetic TOF-MRA, seed {p.seed} ({p.scanner}{kind}), spacing {sp} mm, "
+            f"contrast {p.contrast:.1f}, noise {p.noise:.3f}; aneurysms: {an or 'none'}")
 
 
 def save_closeups(case: PhantomCase, path: str | Path, half_mm: float = 16.0) -> Path | None:

@@ -15,12 +15,14 @@ Files follow the ADAM 2020 layout: ``orig/TOF.nii.gz``, ``aneurysms.nii.gz`` (0 
 1 aneurysm, 2 treated aneurysm), ``location.txt`` (``x, y, z, r`` per untreated aneurysm: voxel
 centre and maximum radius in millimetres, as ADAM's evaluation compares it with physical distances),
 plus ``vessels.nii.gz`` (arterial tube union; sacs, veins and micro-vessels excluded; arteries below
-a voxel's width drawn one voxel wide) and ``params.json``.
+a voxel's width drawn one voxel wide), ``vessels_visible.nii.gz`` (its voxels whose rendered signal
+stands VISIBLE_SIGMAS noise sigmas above the tissue: what an artery extraction can be asked to find)
+and ``params.json`` (:class:`params.PhantomParams`). :mod:`kinds` turns cases into the input kinds of
+real scans, :mod:`randomise` draws domain-randomised training cases.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -30,6 +32,7 @@ from scipy import ndimage
 
 from ..core.geometry import Geometry, Image
 from ..io.images import write_image
+from ..training.data import VESSELS_NAME, VISIBLE_VESSELS_NAME
 from .anatomy import (
     AneurysmSpec,
     HeadShape,
@@ -39,12 +42,16 @@ from .anatomy import (
     build_tree,
     curvature,
     make_aneurysm,
+    make_varied_aneurysm,
     sample_diameter,
+    sample_varied_diameter,
+    site_type,
 )
+from .params import SCANNERS, PhantomParams, write_params
 from .raster import TubeRaster, ellipsoid_sd
 
 DEFAULT_SHAPE_XYZ = (256, 256, 96)
-SCANNERS = ("train", "shifted")
+VISIBLE_SIGMAS = 3.0  # a vessel voxel is visible when its excess signal exceeds this many noise sigmas
 
 
 @dataclass
@@ -58,8 +65,14 @@ class PhantomCase:
     aneurysms: np.ndarray
     locations: list[tuple[int, int, int, float]]
     geometry: Geometry
-    params: dict[str, Any]
+    params: PhantomParams
     treated_locations: list[tuple[int, int, int, float]] = field(default_factory=list)
+    visible: np.ndarray | None = None  # vessel label voxels whose rendered excess signal stands out of the noise
+    instances: np.ndarray | None = None  # aneurysm k (1-based, order of params.aneurysms) on its sac voxels
+    brain: np.ndarray | None = None  # intracranial space (what skull stripping keeps)
+    head: np.ndarray | None = None  # the head with its scalp (what background masking keeps)
+    storage_dtype: str | None = None  # the file's voxel type when a kind fixes it (else from intensity_range)
+    cow_world: tuple[float, float, float] | None = None  # LPS centre of the circle of Willis
 
 
 # --------------------------------------------------------------------------------------------------
@@ -70,18 +83,9 @@ def _u(rng: np.random.Generator, lo: float, hi: float) -> float:
 
 
 def sample_params(rng: np.random.Generator, scanner: str = "train", shape_xyz: Sequence[int] | None = None,
-                  spacing: Sequence[float] | None = None) -> dict[str, Any]:
-    """Random scanner/case parameters; ``shifted`` draws from wider, shifted ranges (generalisation tests).
-
-    Intensities are relative to grey matter (= 1): ``contrast`` proximal arteries, ``fat_ratio`` the
-    scalp fat, ``csf_ratio``/``wm_ratio``; ``noise`` Rician sigma (``noise_map``: its spatial spread);
-    ``inflow_length_mm``/``inflow_fade`` the saturation of blood along its path in the slab and towards
-    the top; ``psf_xy``/``psf_z`` Gaussian blur in voxels; ``gamma``, ``intensity_range`` (12bit, int1000,
-    float1000, u8) and ``intensity_max`` the stored values; ``zero_background``, ``multislab`` (venetian
-    blind), ``oblique_deg`` (slab tilt), ``rotation_deg`` (head), ``head_scale``, ``cow_offset_mm`` and
-    ``cow_height`` (position of the circle of Willis in the slab); ``n_aneurysms`` and ``treated``
-    (one extra treated aneurysm). Any key can be overridden in :func:`generate_case`.
-    """
+                  spacing: Sequence[float] | None = None) -> PhantomParams:
+    """Random scanner/case parameters (see :class:`PhantomParams`); ``shifted`` draws from wider,
+    shifted ranges (generalisation tests). Any of them can be overridden in :func:`generate_case`."""
     if scanner not in SCANNERS:
         raise ValueError(f"scanner must be one of {SCANNERS}, got {scanner!r}")
     sh = scanner == "shifted"
@@ -98,53 +102,53 @@ def sample_params(rng: np.random.Generator, scanner: str = "train", shape_xyz: S
     shape_xyz = tuple(int(s) for s in shape_xyz)
     n_an = int(rng.choice([0, 1, 2, 3], p=[0.2, 0.6, 0.15, 0.05]))
     ranges = "u8" if sh and rng.random() < 0.3 else str(rng.choice(["12bit", "int1000", "float1000"]))
-    return {
-        "scanner": scanner,
-        "shape_xyz": list(shape_xyz),
-        "spacing": list(spacing),
-        "contrast": _u(rng, *((2.4, 6.0) if sh else (3.2, 5.0))),  # proximal vessel / grey matter
-        "fat_ratio": _u(rng, *((1.6, 3.6) if sh else (1.8, 2.8))),  # fat / grey matter
-        "wm_ratio": _u(rng, 0.92, 1.2),  # TOF: white matter slightly brighter (T1) or darker (MT) than grey
-        "csf_ratio": _u(rng, 0.25, 0.5),
-        "noise": _u(rng, *((0.02, 0.14) if sh else (0.03, 0.08))),  # Rician sigma / grey matter
-        "gamma": _u(rng, *((0.65, 1.45) if sh else (0.85, 1.15))),
-        "inflow_fade": _u(rng, *((0.05, 0.5) if sh else (0.1, 0.35))),
-        "inflow_length_mm": _u(rng, *((150, 700) if sh else (250, 600))),  # saturation e-folding path
-        "bias": _u(rng, *((0.1, 0.35) if sh else (0.05, 0.2))),
-        "psf_xy": _u(rng, 0.45, 0.8),  # Gaussian PSF sigma in voxels
-        "psf_z": _u(rng, 0.5, 0.9),
-        "texture": _u(rng, 0.015, 0.05),
-        "head_scale": _u(rng, *((0.85, 1.15) if sh else (0.92, 1.08))),
-        "vessel_scale": _u(rng, 0.95, 1.05),
-        "radius_scale": _u(rng, 0.9, 1.12),
-        "tortuosity": _u(rng, *((0.4, 2.2) if sh else (0.6, 1.6))),
-        "rotation_deg": [_u(rng, -10, 10) * (1.8 if sh else 1), _u(rng, -5, 5) * (1.8 if sh else 1),
+    return PhantomParams(
+        scanner=scanner,
+        shape_xyz=list(shape_xyz),
+        spacing=list(spacing),
+        contrast=_u(rng, *((2.4, 6.0) if sh else (3.2, 5.0))),  # proximal vessel / grey matter
+        fat_ratio=_u(rng, *((1.6, 3.6) if sh else (1.8, 2.8))),  # fat / grey matter
+        wm_ratio=_u(rng, 0.92, 1.2),  # TOF: white matter slightly brighter (T1) or darker (MT) than grey
+        csf_ratio=_u(rng, 0.25, 0.5),
+        noise=_u(rng, *((0.02, 0.14) if sh else (0.03, 0.08))),  # Rician sigma / grey matter
+        gamma=_u(rng, *((0.65, 1.45) if sh else (0.85, 1.15))),
+        inflow_fade=_u(rng, *((0.05, 0.5) if sh else (0.1, 0.35))),
+        inflow_length_mm=_u(rng, *((150, 700) if sh else (250, 600))),  # saturation e-folding path
+        bias=_u(rng, *((0.1, 0.35) if sh else (0.05, 0.2))),
+        psf_xy=_u(rng, 0.45, 0.8),  # Gaussian PSF sigma in voxels
+        psf_z=_u(rng, 0.5, 0.9),
+        texture=_u(rng, 0.015, 0.05),
+        head_scale=_u(rng, *((0.85, 1.15) if sh else (0.92, 1.08))),
+        vessel_scale=_u(rng, 0.95, 1.05),
+        radius_scale=_u(rng, 0.9, 1.12),
+        tortuosity=_u(rng, *((0.4, 2.2) if sh else (0.6, 1.6))),
+        rotation_deg=[_u(rng, -10, 10) * (1.8 if sh else 1), _u(rng, -5, 5) * (1.8 if sh else 1),
                          _u(rng, -6, 6) * (1.8 if sh else 1)],
-        "oblique_deg": _u(rng, -15, 15) if rng.random() < (0.5 if sh else 0.25) else 0.0,
-        "cow_offset_mm": [_u(rng, -8, 8), _u(rng, -12, 6), 0.0],
-        "cow_height": _u(rng, 0.3, 0.45),  # fraction of the slab below the circle of Willis
-        "intensity_range": ranges,
-        "intensity_max": _u(rng, 0.7, 1.0),
-        "zero_background": bool(sh and rng.random() < 0.4),
-        "multislab": int(rng.integers(3, 5)) if rng.random() < (0.5 if sh else 0.2) else 0,
-        "venous": _u(rng, 0.2, 0.6) if rng.random() < 0.7 else 0.0,  # sinus signal left by the saturation band
-        "siphon_dephasing": _u(rng, 0.3, 0.7) if rng.random() < 0.3 else 0.0,
-        "microvessels": int(rng.integers(60, 220)),
-        "noise_map": _u(rng, 0.0, 0.5 if sh else 0.3),  # parallel-imaging g-factor: noise varies in space
-        "n_aneurysms": n_an,
-        "treated": bool(rng.random() < 0.08),
-    }
+        oblique_deg=_u(rng, -15, 15) if rng.random() < (0.5 if sh else 0.25) else 0.0,
+        cow_offset_mm=[_u(rng, -8, 8), _u(rng, -12, 6), 0.0],
+        cow_height=_u(rng, 0.3, 0.45),  # fraction of the slab below the circle of Willis
+        intensity_range=ranges,
+        intensity_max=_u(rng, 0.7, 1.0),
+        zero_background=bool(sh and rng.random() < 0.4),
+        multislab=int(rng.integers(3, 5)) if rng.random() < (0.5 if sh else 0.2) else 0,
+        venous=_u(rng, 0.2, 0.6) if rng.random() < 0.7 else 0.0,  # sinus signal left by the saturation band
+        siphon_dephasing=_u(rng, 0.3, 0.7) if rng.random() < 0.3 else 0.0,
+        microvessels=int(rng.integers(60, 220)),
+        noise_map=_u(rng, 0.0, 0.5 if sh else 0.3),  # parallel-imaging g-factor: noise varies in space
+        n_aneurysms=n_an,
+        treated=bool(rng.random() < 0.08),
+    )
 
 
-def make_geometry(params: dict[str, Any], rng: np.random.Generator) -> tuple[Geometry, np.ndarray]:
+def make_geometry(params: PhantomParams, rng: np.random.Generator) -> tuple[Geometry, np.ndarray]:
     """Image geometry with a realistic LPS origin; returns it and the world position of the CoW centre."""
-    nx, ny, nz = params["shape_xyz"]
-    sp = np.asarray(params["spacing"], dtype=float)
-    a = np.radians(params["oblique_deg"])
+    nx, ny, nz = params.shape_xyz
+    sp = np.asarray(params.spacing, dtype=float)
+    a = np.radians(params.oblique_deg)
     direction = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
     cow_world = np.array([_u(rng, -5, 5), _u(rng, -20, 0), _u(rng, -15, 15)])
-    off = np.asarray(params["cow_offset_mm"], dtype=float) / sp
-    cow_idx = np.array([nx / 2 + off[0], ny / 2 + off[1], nz * params["cow_height"]])
+    off = np.asarray(params.cow_offset_mm, dtype=float) / sp
+    cow_idx = np.array([nx / 2 + off[0], ny / 2 + off[1], nz * params.cow_height])
     origin = cow_world - direction @ (sp * cow_idx)
     return Geometry(spacing=tuple(sp), origin=tuple(origin), direction=tuple(direction.ravel())), cow_world
 
@@ -221,15 +225,15 @@ def _smoothstep(x: np.ndarray) -> np.ndarray:
 class _Renderer:
     """Holds one case's random state, geometry and intermediate fields while it is being rendered."""
 
-    def __init__(self, seed: int, params: dict[str, Any], rng: np.random.Generator) -> None:
+    def __init__(self, seed: int, params: PhantomParams, rng: np.random.Generator) -> None:
         self.seed = seed
         self.p = params
         self.rng = rng
         self.geometry, self.cow_world = make_geometry(params, rng)
-        self.shape = tuple(int(s) for s in params["shape_xyz"][::-1])  # z, y, x
-        self.spacing = np.asarray(params["spacing"], dtype=float)
+        self.shape = tuple(int(s) for s in params.shape_xyz[::-1])  # z, y, x
+        self.spacing = np.asarray(params.spacing, dtype=float)
         self.h = float(np.exp(np.mean(np.log(self.spacing))))  # voxel size for partial-volume ramps
-        rx, ry, rz = np.radians(params["rotation_deg"])
+        rx, ry, rz = np.radians(params.rotation_deg)
         cx, sx_, cy, sy_, cz, sz_ = np.cos(rx), np.sin(rx), np.cos(ry), np.sin(ry), np.cos(rz), np.sin(rz)
         rot = (np.array([[cz, -sz_, 0], [sz_, cz, 0], [0, 0, 1]]) @ np.array([[cy, 0, sy_], [0, 1, 0], [-sy_, 0, cy]])
                @ np.array([[1, 0, 0], [0, cx, -sx_], [0, sx_, cx]]))
@@ -238,7 +242,7 @@ class _Renderer:
         # anatomical a = A q + b with q = index * spacing (grid mm); q = A^T (a - b)
         self.A = rot.T @ d
         self.b = rot.T @ (origin - self.cow_world)
-        hs = params["head_scale"]
+        hs = params.head_scale
         self.head = HeadShape(centre=np.array([0.0, 9.0, 16.0]) * hs, semi_axes=np.array([64.0, 84.0, 72.0]) * hs)
 
     def to_grid(self, a: np.ndarray) -> np.ndarray:
@@ -278,7 +282,8 @@ class _Renderer:
         slab, fading towards the top, weaker in small vessels, optional dephasing in the siphon), then the
         unlabelled venous sinuses and micro-vessels."""
         p = self.p
-        tree = build_tree(self.rng, self.head, p["vessel_scale"], p["tortuosity"], p["radius_scale"])
+        tree = build_tree(self.rng, self.head, p.vessel_scale, p.tortuosity, p.radius_scale,
+                          varied=p.anatomy == "varied")
         h = float(np.min(self.spacing))
         margin = 1.5 * h + 1.0
         tubes = TubeRaster(self.shape, self.spacing, far_mm=6.0, min_label_radius=0.55 * h)
@@ -290,15 +295,16 @@ class _Renderer:
             steps = np.concatenate([[0.0], np.linalg.norm(np.diff(b.points, axis=0), axis=1)]) * (zrel >= 0)
             start = path_len[b.parent][b.parent_index] if b.parent else 0.0
             path_len[b.name] = start + np.cumsum(steps)
-            f = (np.exp(-path_len[b.name] / p["inflow_length_mm"]) * (0.7 + 0.3 * np.clip(b.radii / 0.8, 0, 1))
-                 * (1.0 - p["inflow_fade"] * np.clip(zrel, 0, 1)))
-            if b.name.startswith("ICA") and p["siphon_dephasing"] > 0:
-                f = f * self.dephasing(b.points, p["siphon_dephasing"])
-            tubes.add_polyline(q, b.radii, f, margin_mm=margin, cistern_mm=b.cistern_mm)
-        if p["venous"] > 0:
+            f = (np.exp(-path_len[b.name] / p.inflow_length_mm) * (0.7 + 0.3 * np.clip(b.radii / 0.8, 0, 1))
+                 * (1.0 - p.inflow_fade * np.clip(zrel, 0, 1)))
+            if b.name.startswith("ICA") and p.siphon_dephasing > 0:
+                f = f * self.dephasing(b.points, p.siphon_dephasing)
+            if b.drawn:
+                tubes.add_polyline(q, b.radii, f, margin_mm=margin, cistern_mm=b.cistern_mm)
+        if p.venous > 0:
             for b in build_sinuses(self.rng, self.head):
-                tubes.add_polyline(self.to_grid(b.points), b.radii, np.full(len(b.points), p["venous"]), margin, labelled=False)
-        for b in build_microvessels(self.rng, self.head, int(p["microvessels"])):
+                tubes.add_polyline(self.to_grid(b.points), b.radii, np.full(len(b.points), p.venous), margin, labelled=False)
+        for b in build_microvessels(self.rng, self.head, int(p.microvessels)):
             level = self.rng.uniform(0.35, 0.75)
             tubes.add_polyline(self.to_grid(b.points), b.radii, np.full(len(b.points), level), margin, labelled=False)
         return tree, tubes
@@ -320,7 +326,8 @@ class _Renderer:
         ok = [s for s in tree.sites if np.all((self.to_grid(s.point)[0] > 8) & (self.to_grid(s.point)[0] < ext - 8))]
         if not ok or n <= 0:
             return []
-        w = np.array([s.weight for s in ok])
+        w = np.array([s.weight * (4.0 if self.p.anatomy == "varied" and site_type(s.name) == "sidewall" else 1.0)
+                      for s in ok])  # varied anatomy: sidewall aneurysms about as common as in clinical series
         idx = self.rng.choice(len(ok), size=min(n, len(ok)), replace=False, p=w / w.sum())
         chosen = [ok[i] for i in idx]
         # keep aneurysms apart (no two sacs merging)
@@ -340,12 +347,13 @@ class _Renderer:
 
     def aneurysms(self, tree, tubes: TubeRaster):
         p = self.p
-        sites = self.choose_sites(tree, p["n_aneurysms"] + int(p["treated"]))
+        sites = self.choose_sites(tree, p.n_aneurysms + int(p.treated))
         specs: list[AneurysmSpec] = []
         for i, s in enumerate(sites):
-            treated = bool(p["treated"]) and i == len(sites) - 1
-            specs.append(make_aneurysm(self.rng, s, sample_diameter(self.rng, treated), treated,
-                                       wall_mm=self.wall_distance(tubes, s)))
+            treated = bool(p.treated) and i == len(sites) - 1
+            make, diameter = ((make_varied_aneurysm, sample_varied_diameter) if p.anatomy == "varied"
+                              else (make_aneurysm, sample_diameter))
+            specs.append(make(self.rng, s, diameter(self.rng, treated), treated, wall_mm=self.wall_distance(tubes, s)))
         sd_an = np.full(self.shape, 6.0, dtype=np.float32)
         ids = np.zeros(self.shape, dtype=np.uint8)
         for i, spec in enumerate(specs, start=1):
@@ -354,8 +362,9 @@ class _Renderer:
         return specs, sites, sd_an, ids
 
     # -- tissue ---------------------------------------------------------------------------------
-    def tissue(self, tubes: TubeRaster) -> tuple[np.ndarray, np.ndarray]:
-        """Static tissue intensity (grey matter = 1) and the mask of the air around the head.
+    def tissue(self, tubes: TubeRaster) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Static tissue intensity (grey matter = 1), the mask of the air around the head and the
+        intracranial mask.
 
         Layers are painted from the outside in with anti-aliased edges: skin, subcutaneous fat (the
         bright rim), skull (dark tables, moderately bright diploe), CSF, then the brain with white
@@ -364,11 +373,12 @@ class _Renderer:
         p, rng, sp, h = self.p, self.rng, self.spacing, self.h
         ax, ay, az = self.anatomy_coords()
         xyz = (ax, ay, az)
-        hs = p["head_scale"]
+        hs = p.head_scale
         cell = lambda mm: (mm / sp[2], mm / sp[1], mm / sp[0])  # noqa: E731
         lump = smooth_field(rng, self.shape, cell(25.0))
         bumps = smooth_field(rng, self.shape, cell(8.0))  # irregular outlines: no perfect ellipsoid shells
         d_ic = _ellipsoid_distance(ax, ay, az, self.head.centre, self.head.semi_axes) + 2.0 * lump + 0.4 * bumps
+        intracranial = d_ic < 0
         fat_th = smooth_field(rng, self.shape, cell(40.0))
         fat_th += np.float32(_u(rng, 2.2, 3.8))
         fat_th += 0.6 * bumps
@@ -382,17 +392,17 @@ class _Renderer:
         _paint(out, d_fat - np.float32(skin_th), _u(rng, 0.9, 1.4), h)  # skin / galea
         outside = d_fat > np.float32(skin_th + 2.0)  # air beyond the scalp (for zeroed-background scanners)
         fine = smooth_field(rng, self.shape, cell(2.5))
-        _paint(out, d_fat, p["fat_ratio"] * (1 + 0.03 * lump + 0.03 * fine), h)  # fat with septa
+        _paint(out, d_fat, p.fat_ratio * (1 + 0.03 * lump + 0.03 * fine), h)  # fat with septa
         del d_fat
         _paint(out, d_ic - skull, 0.12, h)  # outer table
         _paint(out, d_ic - (skull - 1.8), _u(rng, 0.4, 1.0), h)  # diploe: marrow, moderately bright
         _paint(out, d_ic - 1.8, 0.12, h)  # inner table
-        _paint(out, d_ic, p["csf_ratio"], h)  # subarachnoid CSF
+        _paint(out, d_ic, p.csf_ratio, h)  # subarachnoid CSF
         # brain: grey matter cortex, white matter deeper (slightly brighter in TOF), fine texture
         brain = _smoothstep((-d_ic - 9.0 - 4.0 * lump) / 8.0)  # white-matter weight
-        brain *= np.float32(p["wm_ratio"] - 1.0)
+        brain *= np.float32(p.wm_ratio - 1.0)
         brain += 1.0
-        fine *= np.float32(p["texture"])
+        fine *= np.float32(p.texture)
         fine += 1.0
         brain *= fine
         del fine
@@ -403,57 +413,64 @@ class _Renderer:
         sulc -= np.float32(0.09)
         sulc *= np.float32(8.0)
         sulc[(d_ic > -csf_th) | (d_ic < -16.0 - 6.0 * lump)] = 9.0
-        _paint(out, sulc, p["csf_ratio"] * 1.1, h)
+        _paint(out, sulc, p.csf_ratio * 1.1, h)
         del sulc
         # interhemispheric fissure (falx) above the circle of Willis, ventricles, basal cisterns
         fiss = np.abs(ax - 1.5 * lump) - np.float32(0.6)
         fiss[(az <= 12.0) | (d_ic >= 0) | (ay >= 60)] = 9.0
-        _paint(out, fiss, p["csf_ratio"], h)
+        _paint(out, fiss, p.csf_ratio, h)
         del fiss
         for s in (1, -1):
-            self.paint_ellipsoid(out, xyz, np.array([s * 9.0, 6.0, 24.0]) * hs, np.array([6.0, 24.0, 7.0]) * hs, p["csf_ratio"])
-        self.paint_ellipsoid(out, xyz, np.array([0.0, 2.0, 10.0]) * hs, np.array([1.8, 11.0, 7.0]) * hs, p["csf_ratio"])
-        self.paint_ellipsoid(out, xyz, np.array([0.0, -6.0, -1.0]) * hs, np.array([11.0, 8.0, 3.5]) * hs, p["csf_ratio"] * 1.2)
+            self.paint_ellipsoid(out, xyz, np.array([s * 9.0, 6.0, 24.0]) * hs, np.array([6.0, 24.0, 7.0]) * hs, p.csf_ratio)
+        self.paint_ellipsoid(out, xyz, np.array([0.0, 2.0, 10.0]) * hs, np.array([1.8, 11.0, 7.0]) * hs, p.csf_ratio)
+        self.paint_ellipsoid(out, xyz, np.array([0.0, -6.0, -1.0]) * hs, np.array([11.0, 8.0, 3.5]) * hs, p.csf_ratio * 1.2)
         cist = tubes.cistern
         cist -= 0.8 * lump
         cist[d_ic >= 0] = 9.0
-        _paint(out, cist, p["csf_ratio"], h)
+        _paint(out, cist, p.csf_ratio, h)
         tubes.cistern = None  # done with it: free the memory
-        # anterior skull base (orbital roofs, ethmoid) under the frontal lobes, orbits, sphenoid sinus
+        # anterior skull base (orbital roofs, ethmoid) under the frontal lobes, orbits, sphenoid sinus;
+        # central skull base: clivus (fatty marrow, often bright), petrous bones (dark; the petrous ICA runs
+        # through them), mastoid air, and the cavernous sinuses around the siphons (slow venous signal).
+        # (centre, semi-axes, value, where, extradural): extradural parts are outside the brain mask
         lump *= np.float32(0.1)
         lump += np.float32(0.18)
-        self.paint_ellipsoid(out, xyz, np.array([0.0, -50.0, -31.0]) * hs, np.array([42.0, 45.0, 22.0]) * hs, lump,
-                             where=d_ic < skull)
+        parts = [((0.0, -50.0, -31.0), (42.0, 45.0, 22.0), lump, d_ic < skull, True)]
         for s in (1, -1):
-            self.paint_ellipsoid(out, xyz, np.array([s * 29.0, -52.0, -22.0]) * hs, np.array([12.0, 15.0, 10.0]) * hs,
-                                 p["fat_ratio"] * 0.85)
-            self.paint_ellipsoid(out, xyz, np.array([s * 31.0, -61.0, -20.0]) * hs, np.array([9.5, 9.5, 9.5]) * hs, 0.35)
-        self.paint_ellipsoid(out, xyz, np.array([0.0, -25.0, -30.0]) * hs, np.array([12.0, 10.0, 10.0]) * hs, 0.02)
-        # central skull base: clivus (fatty marrow, often bright), petrous bones (dark; the petrous ICA runs
-        # through them), mastoid air, and the cavernous sinuses around the siphons (slow venous signal)
-        self.paint_ellipsoid(out, xyz, np.array([0.0, 3.0, -31.0]) * hs, np.array([8.0, 5.0, 13.0]) * hs, _u(rng, 0.3, 1.3))
+            parts += [((s * 29.0, -52.0, -22.0), (12.0, 15.0, 10.0), p.fat_ratio * 0.85, None, True),
+                      ((s * 31.0, -61.0, -20.0), (9.5, 9.5, 9.5), 0.35, None, True)]
+        parts += [((0.0, -25.0, -30.0), (12.0, 10.0, 10.0), 0.02, None, True),
+                  ((0.0, 3.0, -31.0), (8.0, 5.0, 13.0), _u(rng, 0.3, 1.3), None, True)]
         for s in (1, -1):
-            self.paint_ellipsoid(out, xyz, np.array([s * 22.0, 13.0, -31.0]) * hs, np.array([7.0, 7.0, 6.0]) * hs, 0.1)
-            self.paint_ellipsoid(out, xyz, np.array([s * 35.0, 25.0, -29.0]) * hs, np.array([10.0, 9.0, 7.0]) * hs, 0.1)
-            self.paint_ellipsoid(out, xyz, np.array([s * 46.0, 31.0, -36.0]) * hs, np.array([7.0, 7.0, 7.0]) * hs, 0.02)
-            self.paint_ellipsoid(out, xyz, np.array([s * 14.0, -20.0, -17.0]) * hs, np.array([6.0, 9.0, 6.0]) * hs,
-                                 1.0 + 2.0 * p["venous"])
-        return out, outside
+            parts += [((s * 22.0, 13.0, -31.0), (7.0, 7.0, 6.0), 0.1, None, True),
+                      ((s * 35.0, 25.0, -29.0), (10.0, 9.0, 7.0), 0.1, None, True),
+                      ((s * 46.0, 31.0, -36.0), (7.0, 7.0, 7.0), 0.02, None, True),
+                      ((s * 14.0, -20.0, -17.0), (6.0, 9.0, 6.0), 1.0 + 2.0 * p.venous, None, False)]
+        extradural = np.zeros(self.shape, dtype=np.float32)
+        for centre, semi, value, where, outer in parts:
+            centre, semi = np.array(centre) * hs, np.array(semi) * hs
+            self.paint_ellipsoid(out, xyz, centre, semi, value, where=where)
+            if outer:
+                self.paint_ellipsoid(extradural, xyz, centre, semi, 1.0, where=where)
+        intracranial &= extradural < 0.5
+        return out, outside, intracranial
 
     # -- the whole case -------------------------------------------------------------------------
     def render(self) -> PhantomCase:
         p, rng = self.p, self.rng
         tree, tubes = self.vessels()
         specs, sites, sd_an, ids = self.aneurysms(tree, tubes)
-        tissue, outside = self.tissue(tubes)
+        tissue, outside, brain = self.tissue(tubes)
         vessel_mask = tubes.label
         labels = np.zeros(self.shape, dtype=np.uint8)
-        bright = np.float32(p["contrast"]) * tubes.value
+        instances = np.zeros(self.shape, dtype=np.uint8)
+        bright = np.float32(p.contrast) * tubes.value
         het = smooth_field(rng, self.shape, tuple(2.5 / self.spacing[::-1]))
         locations: list[tuple[int, int, int, float]] = []
         treated: list[tuple[int, int, int, float]] = []
         for i, (spec, site) in enumerate(zip(specs, sites), start=1):
             zyx = self.paint_aneurysm(i, spec, site, ids, sd_an, tubes, labels, bright, tissue, het)
+            instances[tuple(zyx.T)] = i
             if len(zyx):  # one ADAM location per aneurysm, even when the parent vessel splits its label
                 (treated if spec.treated else locations).append(self.location(zyx))
         del het, ids
@@ -464,16 +481,19 @@ class _Renderer:
         np.clip(occ, 0.0, 1.0, out=occ)
         bright -= tissue
         bright *= occ
-        tissue += bright
-        del bright, occ, sd_an
+        tissue += bright  # bright now holds the lumen's excess over the tissue behind it
+        del occ, sd_an
         tubes.sd = tubes.value = None
-        img = self.scanner_effects(tissue, outside)
-        p["aneurysms"] = [{"site": s.site, "diameter_mm": round(s.diameter_mm, 2), "treated": s.treated,
-                           "kind": s.extra["kind"], "signal_loss": round(s.signal_loss, 3)} for s in specs]
-        p["variants"] = tree.variants
+        img, visible = self.scanner_effects(tissue, outside, bright, vessel_mask)
+        # the sidewall/bifurcation type follows from the site's name (anatomy.site_type): not repeated here
+        p.aneurysms = [{"site": s.site, "diameter_mm": round(s.diameter_mm, 2), "treated": s.treated,
+                        "kind": s.extra["kind"], "signal_loss": round(s.signal_loss, 3),
+                        **({"neck": s.extra["neck"]} if "neck" in s.extra else {})} for s in specs]
+        p.variants = tree.variants
         return PhantomCase(image=Image(img, self.geometry, f"phantom seed {self.seed}"), vessels=vessel_mask.astype(np.uint8),
                            aneurysms=labels, locations=locations, geometry=self.geometry, params=p,
-                           treated_locations=treated)
+                           treated_locations=treated, visible=visible.astype(np.uint8), instances=instances,
+                           brain=brain, head=~outside, cow_world=tuple(float(v) for v in self.cow_world))
 
     def paint_aneurysm(self, i: int, spec: AneurysmSpec, site: Site, ids: np.ndarray, sd_an: np.ndarray,
                        tubes: TubeRaster, labels: np.ndarray, bright: np.ndarray, tissue: np.ndarray,
@@ -511,26 +531,38 @@ class _Renderer:
             dome = np.clip((proj - wall) / (2.0 * radius), 0, 1)
             pattern = np.clip(0.7 + 0.35 * het[zz, yy, xx], 0.2, 1.3)
             loss = np.clip(spec.signal_loss * inner * (0.6 + 0.8 * dome) * pattern, 0.0, 0.92)
-            val = np.float32(self.p["contrast"]) * parent * (1 - loss)
+            val = np.float32(self.p.contrast) * parent * (1 - loss)
         bright[zz[nearer], yy[nearer], xx[nearer]] = val[nearer]
         return np.stack([zz[in_sac], yy[in_sac], xx[in_sac]], axis=1)
 
-    def scanner_effects(self, img: np.ndarray, outside: np.ndarray) -> np.ndarray:
-        """Slab profile, bias field, point-spread blur, Rician noise, gamma and intensity range."""
+    def scanner_effects(self, img: np.ndarray, outside: np.ndarray, excess: np.ndarray,
+                        vessels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Slab profile, bias field, point-spread blur, Rician noise, gamma and intensity range.
+
+        Also returns the visible vessel label: the labelled voxels where the lumen's ``excess`` over
+        the tissue, after the same profile, bias and blur, exceeds VISIBLE_SIGMAS times the local noise
+        (an artery that does not stand out of the noise cannot be asked of an artery extraction)."""
         p, rng, sp = self.p, self.rng, self.spacing
         nz = self.shape[0]
         z = (np.arange(nz, dtype=np.float32) + 0.5) / nz
         prof = 0.7 + 0.3 * _smoothstep(z / 0.08) * _smoothstep((1 - z) / 0.08)
-        if p["multislab"]:
-            k = p["multislab"]
+        if p.multislab:
+            k = p.multislab
             prof = prof * (1 - 0.12 * ((z * k) % 1.0))  # venetian-blind banding of multi-slab TOF
         img *= prof[:, None, None]
-        bias = np.exp(p["bias"] * smooth_field(rng, self.shape, (80 / sp[2], 80 / sp[1], 80 / sp[0])))
+        bias = np.exp(p.bias * smooth_field(rng, self.shape, (80 / sp[2], 80 / sp[1], 80 / sp[0])))
         img *= bias
-        img = ndimage.gaussian_filter(img, (p["psf_z"], p["psf_xy"], p["psf_xy"]), truncate=3.0)
-        sigma = np.float32(p["noise"])
-        if p["noise_map"] > 0:
-            sigma = sigma * np.exp(np.float32(p["noise_map"]) * smooth_field(rng, self.shape, tuple(60.0 / sp[::-1])))
+        psf = (p.psf_z, p.psf_xy, p.psf_xy)
+        img = ndimage.gaussian_filter(img, psf, truncate=3.0)
+        excess *= prof[:, None, None]
+        excess *= bias
+        del bias
+        excess = ndimage.gaussian_filter(excess, psf, truncate=3.0)
+        sigma = np.float32(p.noise)
+        if p.noise_map > 0:
+            sigma = sigma * np.exp(np.float32(p.noise_map) * smooth_field(rng, self.shape, tuple(60.0 / sp[::-1])))
+        visible = vessels & (excess > np.float32(VISIBLE_SIGMAS) * sigma)
+        del excess
         # Rician magnitude: |signal + complex Gaussian noise|, computed in place
         n = rng.standard_normal(self.shape, dtype=np.float32)
         n *= sigma
@@ -542,24 +574,29 @@ class _Renderer:
         img += n
         del n
         np.sqrt(img, out=img)
-        ref = np.float32(p["contrast"])
-        img = ref * (img / ref) ** np.float32(p["gamma"])
-        top = {"12bit": 4095.0, "int1000": 1000.0, "float1000": 1000.0, "u8": 255.0}[p["intensity_range"]]
-        img *= np.float32(top * p["intensity_max"] / ref)
-        if p["zero_background"]:
+        ref = np.float32(p.contrast)
+        img = ref * (img / ref) ** np.float32(p.gamma)
+        top = {"12bit": 4095.0, "int1000": 1000.0, "float1000": 1000.0, "u8": 255.0}[p.intensity_range]
+        img *= np.float32(top * p.intensity_max / ref)
+        if p.zero_background:
             img[outside] = 0
-        if p["intensity_range"] != "float1000":
+        if p.intensity_range != "float1000":
             img = np.round(np.clip(img, 0, top))
-        return img.astype(np.float32)
+        return img.astype(np.float32), visible
 
     def location(self, zyx: np.ndarray) -> tuple[int, int, int, float]:
-        """ADAM-style (x, y, z, radius_mm) of one aneurysm from its labelled voxels: the centroid (voxel
-        index, rounded) and the largest distance from it to a voxel centre plus half the largest voxel side
-        (mm), the same definition as metrics.reference_locations."""
-        centre = zyx.mean(axis=0)
-        r = float(np.max(np.linalg.norm((zyx - centre) * self.spacing[::-1], axis=1)) + 0.5 * np.max(self.spacing))
-        cx, cy, cz = np.round(centre[::-1]).astype(int)
-        return int(cx), int(cy), int(cz), round(r, 2)
+        return location_of(zyx, self.spacing)
+
+
+def location_of(zyx: np.ndarray, spacing_xyz: Sequence[float]) -> tuple[int, int, int, float]:
+    """ADAM-style (x, y, z, radius_mm) of one aneurysm from its labelled voxels (``[z, y, x]`` rows): the
+    centroid (voxel index, rounded) and the largest distance from it to a voxel centre plus half the
+    largest voxel side (mm), the same definition as metrics.reference_locations."""
+    sp = np.asarray(spacing_xyz, dtype=float)
+    centre = zyx.mean(axis=0)
+    r = float(np.max(np.linalg.norm((zyx - centre) * sp[::-1], axis=1)) + 0.5 * np.max(sp))
+    cx, cy, cz = np.round(centre[::-1]).astype(int)
+    return int(cx), int(cy), int(cz), round(r, 2)
 
 
 def generate_case(seed: int, shape_xyz: Sequence[int] | None = None, spacing: Sequence[float] | None = None,
@@ -571,11 +608,7 @@ def generate_case(seed: int, shape_xyz: Sequence[int] | None = None, spacing: Se
     """
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x70A7]))
     params = sample_params(rng, scanner, shape_xyz, spacing)
-    unknown = set(overrides) - set(params)
-    if unknown:
-        raise ValueError(f"unknown phantom parameters: {sorted(unknown)}")
-    params.update(overrides)
-    params["seed"] = int(seed)
+    params = params.with_overrides(**overrides, seed=int(seed))
     return _Renderer(int(seed), params, rng).render()
 
 
@@ -583,24 +616,16 @@ def write_case(case: PhantomCase, folder: str | Path) -> Path:
     """Write the ADAM layout (orig/TOF.nii.gz, aneurysms.nii.gz, location.txt) plus vessels and params."""
     folder = Path(folder)
     (folder / "orig").mkdir(parents=True, exist_ok=True)
-    dtype = {"float1000": np.float32, "u8": np.uint8}.get(case.params.get("intensity_range"), np.int16)
+    dtype = case.storage_dtype or {"float1000": np.float32, "u8": np.uint8}.get(case.params.get("intensity_range"), np.int16)
     write_image(case.image.array.astype(dtype), case.geometry, folder / "orig" / "TOF.nii.gz")
     write_image(case.aneurysms.astype(np.uint8), case.geometry, folder / "aneurysms.nii.gz")
-    write_image(case.vessels.astype(np.uint8), case.geometry, folder / "vessels.nii.gz")
+    write_image(case.vessels.astype(np.uint8), case.geometry, folder / VESSELS_NAME)
+    if case.visible is not None:
+        write_image(case.visible.astype(np.uint8), case.geometry, folder / VISIBLE_VESSELS_NAME)
     lines = [f"{x}, {y}, {z}, {r:.2f}" for x, y, z, r in case.locations]
     (folder / "location.txt").write_text("\n".join(lines) + ("\n" if lines else ""))
-    (folder / "params.json").write_text(json.dumps(_jsonable(case.params), indent=1))
+    write_params(case.params, folder / "params.json")
     return folder
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj
 
 
 def case_seed(seed: int, index: int) -> int:

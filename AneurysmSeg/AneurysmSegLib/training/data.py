@@ -19,6 +19,8 @@ from ..core.errors import InputError
 IMAGE_RELPATH = Path("orig") / "TOF.nii.gz"
 LABEL_NAME = "aneurysms.nii.gz"
 LOCATION_NAME = "location.txt"
+VESSELS_NAME = "vessels.nii.gz"  # phantoms: the arterial tree (real data sets have no such file)
+VISIBLE_VESSELS_NAME = "vessels_visible.nii.gz"  # phantoms: the part of the tree that renders above the noise
 TREATED_LABEL = 2
 
 
@@ -40,6 +42,14 @@ class CaseRef:
     @property
     def location_path(self) -> Path:
         return self.folder / LOCATION_NAME
+
+    @property
+    def vessels_path(self) -> Path:
+        return self.folder / VESSELS_NAME
+
+    @property
+    def visible_vessels_path(self) -> Path:
+        return self.folder / VISIBLE_VESSELS_NAME
 
     def fingerprint(self) -> str:
         """Stable key for the cache: path + size + mtime of the image and label files."""
@@ -119,3 +129,15 @@ def kfold_split(names: Sequence[str], folds: int, fold: int, seed: int) -> tuple
     train = [n for i, n in enumerate(ordered) if i not in val_idx]
     val = [n for i, n in enumerate(ordered) if i in val_idx]
     return train, val
+
+
+def read_vessels(ref: CaseRef, visible: bool = True) -> np.ndarray | None:
+    """The case's vessel label as a bool ``[z, y, x]`` array: the visible tree (what artery extraction
+    can be asked to find) or, with ``visible=False``, the whole arterial tree; None when the case has
+    no such file (real data, phantoms written before the visible label existed)."""
+    import SimpleITK as sitk
+
+    path = ref.visible_vessels_path if visible else ref.vessels_path
+    if not path.is_file():
+        return None
+    return sitk.GetArrayFromImage(sitk.ReadImage(str(path))) > 0
