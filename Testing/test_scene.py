@@ -596,10 +596,3 @@ def test_results_follow_the_volume_parent_transform(app, case):
     world = [0.0, 0.0, 0.0]
     seeds.GetNthControlPointPositionWorld(0, world)
     np.testing.assert_allclose(world, lps_to_ras(centres[0]) + [25.0, 0.0, 0.0], atol=1e-6)
-
-
-def test_terminology_is_what_slicer_serialises_for_snomed_aneurysm():
-    expected = slicer.vtkSlicerTerminologiesModuleLogic.SerializeTerminologyEntry(
-        "Segmentation category and type - DICOM master list", "49755003", "SCT", "Morphologically Altered Structure",
-        "85659009", "SCT", "Aneurysm", "", "", "", "Anatomic codes - DICOM master list", "", "", "", "", "", "")
-    assert scene.ANEURYSM_TERMINOLOGY == expected

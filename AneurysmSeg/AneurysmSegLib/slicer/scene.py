@@ -27,30 +27,12 @@ from vtk.util import numpy_support
 from ..core.errors import InputError, OutputError
 from ..core.geometry import LPS_TO_RAS, Geometry, Image, check_coordinate_system, ras_to_lps
 from ..core.result import Aneurysm, Seed, SegmentationResult
+from ..core.terminology import aneurysm_terminology, location_of, segment_color, segment_name
 
 #: Node reference roles kept on the input volume, so that re-running finds and updates its results.
 SEGMENTATION_REFERENCE_ROLE = "AneurysmSeg.segmentation"
 SEEDS_REFERENCE_ROLE = "AneurysmSeg.seeds"
 TABLE_REFERENCE_ROLE = "AneurysmSeg.table"
-
-#: Standard terminology of every segment: DICOM/SNOMED CT "Aneurysm" in "Morphologically Altered
-#: Structure", serialised in Slicer's terminology entry format (context~category~type~modifier~...).
-ANEURYSM_CATEGORY = ("49755003", "SCT", "Morphologically Altered Structure")
-ANEURYSM_TYPE = ("85659009", "SCT", "Aneurysm")
-ANEURYSM_TERMINOLOGY = (
-    "Segmentation category and type - DICOM master list"
-    f"~SCT^{ANEURYSM_CATEGORY[0]}^{ANEURYSM_CATEGORY[2]}"
-    f"~SCT^{ANEURYSM_TYPE[0]}^{ANEURYSM_TYPE[2]}"
-    "~^^"
-    "~Anatomic codes - DICOM master list~^^~^^"
-)
-
-#: Distinct, saturated colours (RGB 0..1) that stand out against grey MRA and each other.
-SEGMENT_COLORS: tuple[tuple[float, float, float], ...] = (
-    (0.90, 0.16, 0.16), (0.12, 0.62, 0.95), (0.98, 0.78, 0.10), (0.30, 0.80, 0.30),
-    (0.85, 0.35, 0.90), (1.00, 0.50, 0.05), (0.10, 0.85, 0.80), (0.95, 0.45, 0.65),
-    (0.60, 0.45, 0.25), (0.55, 0.55, 1.00),
-)
 
 #: Columns of the results table: (name, vtk array class, unit label, description).
 TABLE_COLUMNS: tuple[tuple[str, str, str, str], ...] = (
@@ -195,7 +177,7 @@ def updateResultNodes(volumeNode, result: SegmentationResult, segmentationNode=N
 
 
 def segmentName(aneurysm: Aneurysm) -> str:
-    return f"Aneurysm {aneurysm.id}"
+    return segment_name(aneurysm)
 
 
 def updateSegmentationNode(segmentationNode, volumeNode, result: SegmentationResult) -> None:
@@ -210,9 +192,9 @@ def updateSegmentationNode(segmentationNode, volumeNode, result: SegmentationRes
         labels = np.asarray(result.labels)
         for index, aneurysm in enumerate(result.aneurysms):
             segmentId = f"Aneurysm_{aneurysm.id}"
-            segmentation.AddEmptySegment(segmentId, segmentName(aneurysm), SEGMENT_COLORS[index % len(SEGMENT_COLORS)])
+            segmentation.AddEmptySegment(segmentId, segmentName(aneurysm), segment_color(index))
             segment = segmentation.GetSegment(segmentId)
-            segment.SetTerminology(ANEURYSM_TERMINOLOGY)
+            segment.SetTerminology(aneurysm_terminology(*location_of(aneurysm)).slicer_entry())
             segment.SetTag("AneurysmSeg.confidence", f"{aneurysm.confidence:.4f}")
             segment.SetTag("AneurysmSeg.seed", aneurysm.seed.label)
             mask = labels == aneurysm.id
