@@ -169,7 +169,8 @@ def test_batch_runs_every_case_and_reports_failures(tmp_path: Path, scan_file: P
     assert rc == 1
     printed = capsys.readouterr()
     assert "3 case(s): 2 segmented, 1 failed" in printed.out and "failed plain" in printed.out
-    assert sorted(p.name for p in out.iterdir()) == ["A01.nii.gz", "B02.nii.gz", "reports"]
+    assert sorted(p.name for p in out.iterdir()) == [".aneurysmseg", "A01.nii.gz", "B02.nii.gz", "aneurysms.csv",
+                                                     "reports", "tables"]
     assert sorted(p.name for p in (out / "reports").iterdir()) == ["A01.json", "B02.json"]
     assert sorted(p.name for p in (tmp_path / "stl" / "A01").iterdir()) == ["aneurysm_1.stl", "aneurysm_2.stl"]
     a = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "A01.nii.gz")))

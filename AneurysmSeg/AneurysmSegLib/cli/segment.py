@@ -4,14 +4,18 @@ Contract (scripts depend on it)::
 
     aneurysmseg segment INPUT -o OUTPUT [--seeds FILE] [--seeds-out FILE] [--report FILE.json]
                         [--stl-dir DIR] [--stl-coords LPS|RAS] [--binary] [--device auto|cpu|cuda] [--threads N]
+                        [--format labels|seg-nrrd|dicom-seg] [--seg-nrrd F] [--dicom-seg F] [--dicom-sr F]
+                        [--csv F] [--adam-result F] [--part I --num-parts N] [--no-resume]
 
 plus ``--no-detect`` (use only the given seeds: the user's correction), ``--detection-threshold`` and
 ``--models DIR``. INPUT is a NIfTI/NRRD/MetaImage file or a DICOM series folder; OUTPUT the label
-image in exactly the input geometry. A folder of cases (ADAM layout ``<case>/orig/TOF.nii.gz`` or
-plain image files) as INPUT with a folder as OUTPUT runs a batch. Everything the user gave is checked
+image in exactly the input geometry, or (``--format``) a Slicer .seg.nrrd or a DICOM SEG. A folder of
+cases (ADAM layout ``<case>/orig/TOF.nii.gz``, DICOM series folders, plain image files) as INPUT with a
+folder as OUTPUT runs a batch: part I of N of the sorted cases, finished cases skipped, a CSV per case
+and one for the cohort (see ``io.cohort`` and docs/outputs.md). Everything the user gave is checked
 (arguments, output locations, seeds, image, models) before the long work, so bad input writes
 nothing; every file is written atomically. Seeds files are JSON in physical millimetres, Slicer
-markups written in LPS (see ``seeds_io``).
+markups written in LPS (see ``io.seeds``).
 """
 
 from __future__ import annotations
@@ -19,11 +23,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..core.errors import AneurysmSegError, InputError, OutputError
+from ..io.exports import FORMATS, Exports
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 
@@ -55,6 +60,29 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--models", type=Path, metavar="DIR", help="model folder with manifest.json (default: bundled weights)")
     p.add_argument("--precision", choices=("float32", "bfloat16"), default="float32",
                    help="network arithmetic: bfloat16 is about 2x faster on CPUs with AVX512-BF16/AMX and on GPUs")
+    out = p.add_argument_group("output formats (file names in single mode, folders in batch mode)")
+    out.add_argument("--format", choices=tuple(FORMATS), default=None,
+                     help="what OUTPUT is: a label image (default), a Slicer .seg.nrrd, or a DICOM SEG "
+                          "(default: from OUTPUT's name; in batch mode the per-case file type)")
+    out.add_argument("--seg-nrrd", type=Path, metavar="PATH",
+                     help="also a Slicer segmentation (.seg.nrrd): segment names, colours, terminology")
+    out.add_argument("--dicom-seg", type=Path, metavar="PATH",
+                     help="also a DICOM SEG referencing the input DICOM series (input must be DICOM)")
+    out.add_argument("--dicom-sr", type=Path, metavar="PATH",
+                     help="also a DICOM SR measurement report (TID 1500) referencing the DICOM SEG")
+    out.add_argument("--csv", type=Path, metavar="PATH",
+                     help="one CSV row per aneurysm: every measurement, confidence, input-check warnings "
+                          "(batch mode always writes OUTPUT/tables/<case>.csv and OUTPUT/aneurysms.csv)")
+    out.add_argument("--adam-result", type=Path, metavar="PATH",
+                     help="ADAM challenge result.txt: one aneurysm centre per line, voxel coordinates "
+                          "(batch: PATH/<case>/result.txt)")
+    cohort = p.add_argument_group("cohorts (batch mode)")
+    cohort.add_argument("--part", type=int, default=0, metavar="I",
+                        help="run part I (0-based) of --num-parts: cases I, I+N, I+2N... of the sorted cohort")
+    cohort.add_argument("--num-parts", type=int, default=1, metavar="N",
+                        help="split the cohort into N parts run by independent jobs (e.g. a SLURM array)")
+    cohort.add_argument("--no-resume", action="store_true",
+                        help="segment finished cases again (default: skip cases an earlier run finished)")
 
 
 # ------------------------------------------------------------------------------------ inputs
@@ -65,23 +93,23 @@ def is_image_file(path: Path) -> bool:
 
 
 def batch_cases(folder: Path) -> list[tuple[str, Path]]:
-    """Cases of a batch folder: ADAM subfolders (``<case>/orig/TOF.nii.gz``) and plain image files.
+    """Cases of a batch folder: ADAM subfolders (``<case>/orig/TOF.nii.gz``), subfolders holding a
+    DICOM series (``<case>/*.dcm`` or DICOM files of any name), and plain image files.
 
-    Empty for a folder that holds neither (for instance a DICOM series folder).
+    Empty for a folder that holds none of these (for instance a DICOM series folder itself).
     """
+    from ..io.images import is_dicom_file
+
     cases: list[tuple[str, Path]] = []
     for entry in sorted(folder.iterdir()):
         if entry.is_dir():
             tof = entry / "orig" / "TOF.nii.gz"
             if tof.is_file():
                 cases.append((entry.name, tof))
+            elif any(is_dicom_file(f) for f in sorted(entry.iterdir())[:3] if f.is_file()):
+                cases.append((entry.name, entry))
         elif is_image_file(entry):
-            name = entry.name
-            for suffix in IMAGE_SUFFIXES:
-                if name.lower().endswith(suffix):
-                    name = name[: -len(suffix)]
-                    break
-            cases.append((name, entry))
+            cases.append((case_name(entry), entry))
     return cases
 
 
@@ -89,19 +117,26 @@ def batch_cases(folder: Path) -> list[tuple[str, Path]]:
 class Outputs:
     """Where one case's results go (None: not asked for)."""
 
-    labels: Path
+    labels: Path | None
     seeds: Path | None = None
     report: Path | None = None
     stl_dir: Path | None = None
+    exports: Exports = field(default_factory=Exports)
+
+    def requested(self) -> list[Path]:
+        return [p for p in (self.labels, self.seeds, self.report, self.stl_dir) if p is not None] + self.exports.paths()
 
 
-def check_outputs(out: Outputs) -> None:
+def check_outputs(out: Outputs, dicom_files: Any = None, input_name: str = "the input") -> None:
     """Raise :class:`OutputError` before any work when an output location cannot be written."""
+    from ..io.exports import check_exports
     from ..io.images import check_writable
     from ..io.seeds import check_json_writable
     from ..io.surfaces import check_folder_writable
 
-    check_writable(out.labels)
+    if out.labels is not None:
+        check_writable(out.labels)
+    check_exports(out.exports, dicom_files, input_name)
     if out.seeds is not None:
         if not out.seeds.name.lower().endswith(".json"):
             raise OutputError(f"{out.seeds.name}: seeds are written as JSON; use a name ending in .mrk.json")
@@ -112,9 +147,9 @@ def check_outputs(out: Outputs) -> None:
         check_json_writable(out.report)
     if out.stl_dir is not None:
         check_folder_writable(out.stl_dir)
-    paths = [p for p in (out.labels, out.seeds, out.report) if p is not None]
+    paths = [p for p in (out.labels, out.seeds, out.report, *out.exports.paths()) if p is not None]
     if len({p.resolve() for p in paths}) != len(paths):
-        raise OutputError("the label image, seeds and report need different file names")
+        raise OutputError("every output (label image, seeds, report, tables, segmentations) needs its own file name")
 
 
 # ----------------------------------------------------------------------------------- outputs
@@ -137,16 +172,22 @@ def build_report(result: Any, input_path: Path | str, models: Any) -> dict[str, 
 
 
 def write_results(result: Any, out: Outputs, *, input_path: Path | str, models: Any, binary: bool = False,
-                  stl_coords: str = "LPS") -> list[tuple[str, Path]]:
+                  stl_coords: str = "LPS", case: str = "", dicom_files: Any = None,
+                  detection_threshold: float | None = None) -> list[tuple[str, Path]]:
     """Write every requested output of one case atomically; returns (what, path) pairs."""
     from ..io.atomic import write_text_atomic
+    from ..io.exports import algorithm_of, write_exports
     from ..io.images import write_label
     from ..io.seeds import write_seeds
     from ..io.surfaces import write_stl
 
     written: list[tuple[str, Path]] = []
-    labels = result.binary() if binary else result.labels
-    written.append(("labels", write_label(labels, result.geometry, out.labels)))
+    if out.labels is not None:
+        labels = result.binary() if binary else result.labels
+        written.append(("labels", write_label(labels, result.geometry, out.labels)))
+    algorithm = algorithm_of(models, detection_threshold) if out.exports.dicom_seg is not None else None
+    written += write_exports(result, out.exports, case=case or Path(input_path).name, algorithm=algorithm,
+                             dicom_files=dicom_files, warnings=getattr(result, "warnings", ()) or ())
     if out.seeds is not None:
         written.append(("seeds", write_seeds(result.seeds, out.seeds, "LPS")))
     if out.report is not None:
@@ -232,11 +273,13 @@ def run(args: argparse.Namespace) -> int:
 def run_single(args: argparse.Namespace) -> int:
     from ..core.models import load_models
     from ..core.pipeline import segment
-    from ..io.images import read_image
+    from ..io.images import dicom_series, read_image
     from ..io.seeds import read_seeds
 
-    out = Outputs(args.output, args.seeds_out, args.report, args.stl_dir)
-    check_outputs(out)
+    out = single_outputs(args)
+    series = dicom_series(args.input)
+    dicom_files = series.files if series is not None else None
+    check_outputs(out, dicom_files, args.input.name)
     seeds = read_seeds(args.seeds) if args.seeds is not None else None
     image = read_image(args.input)
     configure_threads(args.threads)
@@ -249,32 +292,77 @@ def run_single(args: argparse.Namespace) -> int:
         progress.close()
     assert result is not None  # nothing here cancels
     written = write_results(result, out, input_path=args.input, models=models, binary=args.binary,
-                            stl_coords=args.stl_coords)
+                            stl_coords=args.stl_coords, case=case_name(args.input), dicom_files=dicom_files,
+                            detection_threshold=args.detection_threshold)
     for line in describe(result):
         print(line)
+    if out.exports.dicom_seg is not None and not result.aneurysms:
+        print("DICOM SEG/SR: not written, no aneurysm was found (a DICOM SEG needs at least one segment)")
     for what, path in written:
         print(f"{what}: {path}")
     print(f"time: {result.timings.get('total', 0.0):.1f} s")
     return 0
 
 
+def case_name(path: Path) -> str:
+    """A case's name: the file name without its image suffix, or the folder's name."""
+    name = path.name
+    for suffix in IMAGE_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def single_outputs(args: argparse.Namespace) -> Outputs:
+    """Outputs of one scan: OUTPUT in its --format plus every extra file asked for."""
+    from ..io.exports import format_of
+
+    fmt = format_of(args.output, args.format)
+    exports = Exports(seg_nrrd=args.seg_nrrd, dicom_seg=args.dicom_seg, dicom_sr=args.dicom_sr, csv=args.csv,
+                      adam_result=args.adam_result)
+    if fmt == "seg-nrrd":
+        if exports.seg_nrrd is not None:
+            raise InputError("--format seg-nrrd makes OUTPUT the .seg.nrrd: --seg-nrrd is not needed")
+        exports.seg_nrrd = args.output
+    elif fmt == "dicom-seg":
+        if exports.dicom_seg is not None:
+            raise InputError("--format dicom-seg makes OUTPUT the DICOM SEG: --dicom-seg is not needed")
+        exports.dicom_seg = args.output
+    return Outputs(labels=args.output if fmt == "labels" else None, seeds=args.seeds_out, report=args.report,
+                   stl_dir=args.stl_dir, exports=exports)
+
+
 def case_outputs(args: argparse.Namespace, name: str) -> Outputs:
-    """Per-case outputs of a batch: OUTPUT/<case>.nii.gz, OUTPUT/reports/, OUTPUT/seeds/, STL-DIR/<case>/."""
+    """Per-case outputs of a batch: OUTPUT/<case>.<format>, OUTPUT/tables/<case>.csv, OUTPUT/reports/,
+    OUTPUT/seeds/, STL-DIR/<case>/, and <folder>/<case>.dcm (DICOM SEG/SR), <folder>/<case>/result.txt."""
+    from ..io.cohort import case_table
+
     root: Path = args.output
-    return Outputs(labels=root / f"{name}.nii.gz",
+    fmt = args.format or "labels"
+    main = root / f"{name}{FORMATS[fmt]}"
+    exports = Exports(
+        seg_nrrd=main if fmt == "seg-nrrd" else (args.seg_nrrd / f"{name}.seg.nrrd" if args.seg_nrrd else None),
+        dicom_seg=main if fmt == "dicom-seg" else (args.dicom_seg / f"{name}.dcm" if args.dicom_seg else None),
+        dicom_sr=args.dicom_sr / f"{name}.dcm" if args.dicom_sr is not None else None,
+        csv=case_table(root, name),
+        adam_result=args.adam_result / name / "result.txt" if args.adam_result is not None else None)
+    return Outputs(labels=main if fmt == "labels" else None,
                    seeds=root / "seeds" / f"{name}.mrk.json" if args.seeds_out is not None else None,
                    report=root / "reports" / f"{name}.json" if args.report is not None else None,
-                   stl_dir=args.stl_dir / name if args.stl_dir is not None else None)
+                   stl_dir=args.stl_dir / name if args.stl_dir is not None else None,
+                   exports=exports)
 
 
 def run_batch(args: argparse.Namespace, cases: list[tuple[str, Path]]) -> int:
-    """Segment every case; a failing case is reported and the others still run."""
+    """Segment this part's cases with the models loaded once; a failing case is reported and the others
+    still run; cases an earlier run finished are skipped (unless --no-resume)."""
     from tqdm import tqdm
 
     from ..core.models import load_models
     from ..core.pipeline import segment
     from ..io.atomic import write_text_atomic
-    from ..io.images import read_image
+    from ..io.cohort import is_done, mark_done, part_of, write_cohort_table
+    from ..io.images import dicom_series, read_image
     from ..io.seeds import check_json_writable
     from ..io.surfaces import check_folder_writable
 
@@ -282,40 +370,64 @@ def run_batch(args: argparse.Namespace, cases: list[tuple[str, Path]]) -> int:
         raise InputError("--seeds names positions in one scan; it cannot be used with a folder of cases")
     if args.output.name.lower().endswith(IMAGE_SUFFIXES):
         raise OutputError(f"{args.input} is a folder of {len(cases)} cases: OUTPUT must be a folder, not {args.output.name}")
+    if args.csv is not None:
+        raise InputError("in batch mode every case's table is OUTPUT/tables/<case>.csv and the cohort's "
+                         "OUTPUT/aneurysms.csv; --csv is for a single scan")
+    mine = part_of(cases, args.part, args.num_parts)
     check_folder_writable(args.output)
-    if args.stl_dir is not None:
-        check_folder_writable(args.stl_dir)
+    for folder in (args.stl_dir, args.seg_nrrd, args.dicom_seg, args.dicom_sr, args.adam_result):
+        if folder is not None:
+            check_folder_writable(folder)
     if args.report is not None:
         check_json_writable(args.report)
     configure_threads(args.threads)
-    models = load_models(args.models, device=args.device)
+    models = load_models(args.models, device=args.device)  # once for every case of this part
 
     summary: list[dict[str, Any]] = []
     failed: list[tuple[str, str]] = []
-    bar = tqdm(cases, desc="cases", unit="case", file=sys.stderr)
+    skipped = 0
+    bar = tqdm(mine, desc=f"cases (part {args.part} of {args.num_parts})" if args.num_parts > 1 else "cases",
+               unit="case", file=sys.stderr)
     for name, path in bar:
         bar.set_postfix_str(name)
+        out = case_outputs(args, name)
+        if not path.is_dir() and (args.format or "labels") != "dicom-seg":
+            out.exports.dicom_seg = out.exports.dicom_sr = None  # DICOM SEG/SR only for the DICOM cases
+        if not args.no_resume and is_done(args.output, name, out.requested()):
+            skipped += 1
+            tqdm.write(f"{name}: done by an earlier run, skipped", file=sys.stderr)
+            summary.append({"case": name, "input": str(path), "status": "skipped (done earlier)"})
+            continue
         try:
-            out = case_outputs(args, name)
-            check_outputs(out)
+            series = dicom_series(path)
+            dicom_files = series.files if series is not None else None
+            check_outputs(out, dicom_files, name)
             image = read_image(path)
             result = segment(image, models, detect=True, detection_threshold=args.detection_threshold,
                              precision=args.precision)
             assert result is not None
-            write_results(result, out, input_path=path, models=models, binary=args.binary, stl_coords=args.stl_coords)
-            summary.append({"case": name, "input": str(path), "status": "ok", "labels": str(out.labels),
-                            "aneurysm_count": len(result.aneurysms),
-                            "seconds": round(result.timings.get("total", 0.0), 2)})
+            written = write_results(result, out, input_path=path, models=models, binary=args.binary,
+                                    stl_coords=args.stl_coords, case=name, dicom_files=dicom_files,
+                                    detection_threshold=args.detection_threshold)
+            record = {"case": name, "input": str(path), "status": "ok", "aneurysm_count": len(result.aneurysms),
+                      "seconds": round(result.timings.get("total", 0.0), 2), "part": args.part}
+            mark_done(args.output, name, out.requested(), [p for _, p in written], record)
+            summary.append({**record, "outputs": {what: str(p) for what, p in written}})
         except (AneurysmSegError, OSError, RuntimeError, ValueError, MemoryError) as exc:
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             failed.append((name, reason))
             summary.append({"case": name, "input": str(path), "status": "failed", "reason": reason})
             tqdm.write(f"{name}: failed: {reason}", file=sys.stderr)
     bar.close()
-    ok = len(cases) - len(failed)
+    table = write_cohort_table(args.output)
+    ok = len(mine) - len(failed) - skipped
     if args.report is not None:
-        write_text_atomic(args.report, json.dumps({"input": str(args.input), "cases": summary}, indent=2) + "\n")
-    print(f"{len(cases)} case(s): {ok} segmented, {len(failed)} failed; labels in {args.output}")
+        write_text_atomic(args.report, json.dumps({"input": str(args.input), "part": args.part,
+                                                   "num_parts": args.num_parts, "cases": summary}, indent=2) + "\n")
+    part = f" (part {args.part} of {args.num_parts}: {len(mine)} of {len(cases)} cases)" if args.num_parts > 1 else ""
+    done_earlier = f", {skipped} skipped (done earlier)" if skipped else ""
+    print(f"{len(mine)} case(s){part}: {ok} segmented, {len(failed)} failed{done_earlier}; "
+          f"outputs in {args.output}, cohort table {table}")
     for name, reason in failed:
         print(f"  failed {name}: {reason}")
     return 1 if failed else 0

@@ -12,6 +12,7 @@ cancellation never leaves a half-written output behind.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -69,7 +70,7 @@ def read_image(path: str | Path) -> Image:
         raise InputError(f"{path} does not exist")
     if path.is_dir():
         img, source = _read_dicom_folder(path)
-    elif extension_of(path) not in READ_EXTENSIONS and _is_dicom_file(path):
+    elif extension_of(path) not in READ_EXTENSIONS and is_dicom_file(path):
         img, source = _read_dicom_folder(path.parent, containing=path)
     else:
         img, source = _read_file(path), str(path)
@@ -92,7 +93,7 @@ def _read_file(path: Path) -> sitk.Image:
                          f"(corrupt or incomplete file?): {_first_line(exc)}") from None
 
 
-def _is_dicom_file(path: Path) -> bool:
+def is_dicom_file(path: Path) -> bool:
     """DICOM Part 10 files carry 'DICM' after a 128-byte preamble, whatever their name."""
     try:
         with open(path, "rb") as f:
@@ -101,11 +102,29 @@ def _is_dicom_file(path: Path) -> bool:
         return False
 
 
-def _read_dicom_folder(folder: Path, containing: Path | None = None) -> tuple[sitk.Image, str]:
-    """Read the DICOM series with the most files in ``folder`` (not recursive).
+@dataclass(frozen=True)
+class DicomSeries:
+    """The DICOM series an input path stands for: its UID and files (in GDCM's slice order)."""
 
-    With ``containing`` (a single DICOM file the user picked) the series holding that file is read.
+    folder: Path
+    uid: str
+    files: tuple[str, ...]
+    series_in_folder: int
+
+
+def dicom_series(path: str | Path) -> DicomSeries | None:
+    """The series ``read_image(path)`` reads when ``path`` is a DICOM folder or file; None otherwise.
+
+    A folder gives its series with the most files (not recursive); a single DICOM file the series
+    holding it. Raises :class:`InputError` for a folder or DICOM file without a readable series.
     """
+    path = Path(path)
+    if path.is_dir():
+        folder, containing = path, None
+    elif path.is_file() and extension_of(path) not in READ_EXTENSIONS and is_dicom_file(path):
+        folder, containing = path.parent, path
+    else:
+        return None
     reader = sitk.ImageSeriesReader()
     shown = sitk.ProcessObject.GetGlobalWarningDisplay()
     sitk.ProcessObject.SetGlobalWarningDisplay(False)  # GDCM warns on stderr for every non-DICOM folder
@@ -126,15 +145,23 @@ def _read_dicom_folder(folder: Path, containing: Path | None = None) -> tuple[si
         if not holding:
             raise InputError(f"{containing.name} is a DICOM file but no readable series in {folder} holds it")
         chosen = holding[0]
-    reader.SetFileNames(files[chosen])
+    return DicomSeries(folder, chosen, tuple(files[chosen]), len(series_ids))
+
+
+def _read_dicom_folder(folder: Path, containing: Path | None = None) -> tuple[sitk.Image, str]:
+    """Read the DICOM series of ``folder`` (or the one holding the file ``containing``)."""
+    series = dicom_series(containing if containing is not None else folder)
+    assert series is not None
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(series.files)
     try:
         img = reader.Execute()
     except RuntimeError as exc:
-        raise InputError(f"DICOM series {chosen} in {folder} could not be read: {_first_line(exc)}") from None
-    source = f"{folder} (DICOM series {chosen}, {len(files[chosen])} files"
-    if len(series_ids) > 1:
+        raise InputError(f"DICOM series {series.uid} in {folder} could not be read: {_first_line(exc)}") from None
+    source = f"{folder} (DICOM series {series.uid}, {len(series.files)} files"
+    if series.series_in_folder > 1:
         why = f"the series of {containing.name}" if containing is not None else "the largest"
-        source += f"; {why} of {len(series_ids)} series"
+        source += f"; {why} of {series.series_in_folder} series"
     return img, source + ")"
 
 

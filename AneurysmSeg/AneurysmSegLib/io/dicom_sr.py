@@ -1,0 +1,132 @@
+"""DICOM SR measurement report (TID 1500, highdicom) of the aneurysms of one DICOM SEG.
+
+One "Imaging Measurements" group (TID 1411, volumetric ROI) per aneurysm: it references its segment
+in the SEG (and so the source series), names the finding (SNOMED CT "Aneurysm"), its site (parent
+artery and side when known) and carries every numeric measurement of the aneurysm record: volume and
+maximum diameter with their standard codes, and whatever the morphology stage adds (neck, dome,
+ratios, indices) under local codes of this tool, units from the field name's suffix. Reading a field
+generically means a new measurement appears in the SR without touching this file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+from ..core.terminology import aneurysm_terminology, location_of, segment_name
+from .dicom_seg import MANUFACTURER, MODEL_NAME, SR_SERIES_NUMBER, Algorithm, coded, content_uid
+
+if TYPE_CHECKING:
+    from pydicom import Dataset
+
+    from ..core.result import SegmentationResult
+
+#: Coding scheme of the measurements that have no standard code (DICOM PS3.16 8.2: local schemes start with 99).
+LOCAL_SCHEME = "99ANEURYSMSEG"
+#: Fields of an Aneurysm record that are identification or positions, not measurements.
+NOT_MEASUREMENTS = frozenset({"id", "voxel_count", "confidence"})
+#: (suffix of the field name, UCUM unit code, unit meaning), longest suffix first.
+UNITS: tuple[tuple[str, str, str], ...] = (
+    ("_mm3", "mm3", "cubic millimeter"), ("_mm2", "mm2", "square millimeter"), ("_mm", "mm", "millimeter"),
+    ("_deg", "deg", "degree"),
+)
+NO_UNIT = ("1", "no units")
+
+
+def measurements_of(record: Any, prefix: str = "") -> list[tuple[str, float]]:
+    """(field name, value) of every finite numeric scalar of an aneurysm record, in field order; fields
+    of nested records (a morphology block, say) as ``<block>_<field>``."""
+    import math
+
+    out: list[tuple[str, float]] = []
+    for f in dataclasses.fields(record):
+        value = getattr(record, f.name)
+        name = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            if f.name != "seed":
+                out += measurements_of(value, prefix=f"{name}_")
+        elif name in NOT_MEASUREMENTS or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        elif math.isfinite(float(value)):
+            out.append((name, float(value)))
+    return out
+
+
+def unit_of(field_name: str) -> tuple[str, str]:
+    for suffix, code, meaning in UNITS:
+        if field_name.endswith(suffix):
+            return code, meaning
+    return NO_UNIT
+
+
+def _measurement(name: str, value: float):
+    """A TID 300 measurement: standard codes for volume and maximum diameter, local ones otherwise."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+    from pydicom.sr.coding import Code
+
+    unit_code, unit_meaning = unit_of(name)
+    unit = Code(unit_code, "UCUM", unit_meaning)
+    derivation = None
+    if name == "volume_mm3":
+        concept = codes.SCT.Volume
+    elif name == "max_diameter_mm":
+        concept, derivation = codes.SCT.Diameter, codes.SCT.Maximum
+    else:
+        base = name
+        for suffix, _, _ in UNITS:
+            if base.endswith(suffix):
+                base = base[: -len(suffix)]
+                break
+        concept = Code(base, LOCAL_SCHEME, base.replace("_", " ").capitalize())
+    return hd.sr.Measurement(name=concept, value=value, unit=unit, derivation=derivation)
+
+
+def build_dicom_sr(result: SegmentationResult, seg: Dataset, datasets: Sequence[Dataset], algorithm: Algorithm):
+    """The Comprehensive 3D SR measurement report on ``seg`` (not written)."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    algorithm_id = hd.sr.AlgorithmIdentification(
+        name=algorithm.name, version=algorithm.version,
+        parameters=[f"{k}={v}" for k, v in algorithm.all_parameters().items()] or None)
+    device = hd.sr.ObserverContext(
+        observer_type=codes.DCM.Device,
+        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
+            uid=content_uid(algorithm.name, algorithm.version, *sorted(algorithm.weights_sha256.values())),
+            name=algorithm.name, manufacturer_name=MANUFACTURER, model_name=MODEL_NAME))
+    groups = []
+    for i, aneurysm in enumerate(result.aneurysms):
+        number = i + 1
+        segment = seg.SegmentSequence[i]
+        assert int(segment.SegmentNumber) == number
+        term = aneurysm_terminology(*location_of(aneurysm))
+        tracking = hd.sr.TrackingIdentifier(uid=segment.TrackingUID, identifier=segment_name(aneurysm))
+        groups.append(hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
+            tracking_identifier=tracking,
+            referenced_segment=hd.sr.ReferencedSegment.from_segmentation(seg, segment_number=number),
+            finding_type=coded(term.type), algorithm_id=algorithm_id,
+            finding_sites=[hd.sr.FindingSite(anatomic_location=coded(term.region),
+                                             laterality=coded(term.region_modifier) if term.region_modifier else None)],
+            measurements=[_measurement(name, value) for name, value in measurements_of(aneurysm)]))
+    report = hd.sr.MeasurementReport(
+        observation_context=hd.sr.ObservationContext(observer_device_context=device),
+        procedure_reported=codes.SCT.MagneticResonanceAngiography, imaging_measurements=groups)
+    key = (str(seg.SOPInstanceUID), algorithm.version)
+    return hd.sr.Comprehensive3DSR(
+        evidence=[seg, *datasets], content=report[0],
+        series_instance_uid=content_uid(*key, "sr series"), series_number=SR_SERIES_NUMBER,
+        sop_instance_uid=content_uid(*key, "sr instance"), instance_number=1,
+        manufacturer=MANUFACTURER, is_complete=True, is_final=False, is_verified=False,
+        series_description="AneurysmSeg measurements")
+
+
+def write_dicom_sr(result: SegmentationResult, seg: Dataset, source_files: Sequence[str | Path], path: str | Path,
+                   algorithm: Algorithm) -> Path:
+    """Write the SR measurement report referencing ``seg`` (atomically)."""
+    from .atomic import write_atomic
+    from .dicom_seg import source_series
+
+    sr = build_dicom_sr(result, seg, source_series(source_files), algorithm)
+    return write_atomic(Path(path), lambda tmp: sr.save_as(tmp, enforce_file_format=True))
