@@ -48,11 +48,11 @@ def test_parts_split_deterministically_and_cover_every_case_once() -> None:
 
 
 def _run_part(cohort: Path, out: Path, models: Path, part: int, parts: int) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "PYTHONIOENCODING": "utf-8"}
     return subprocess.Popen([sys.executable, "-m", "AneurysmSegLib.cli", "segment", str(cohort), "-o", str(out),
                              "--models", str(models), "--threads", "1", "--part", str(part), "--num-parts", str(parts),
                              "--adam-result", str(out / "adam")],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, encoding="utf-8", errors="replace")
 
 
 def test_two_parts_in_parallel_do_every_case_once_then_resume_skips_them(cohort: Path, tmp_path: Path,
