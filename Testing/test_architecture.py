@@ -3,6 +3,7 @@
 * ``cli/`` and ``slicer/`` are front ends: they import the rest of the library, nothing imports them.
 * Only ``slicer/`` imports Slicer (``slicer``, ``qt``, ``ctk``, ``vtkMRML*``, ``vtkSlicer*``).
 * ``phantom/`` is a development tool (not installed into Slicer): only ``cli/`` uses it.
+* Everything parses as Python 3.9 (Slicer 5.8's).
 * ``core/manifest.py`` is torch-free (the Slicer panel reads manifests before PyTorch is installed).
 * docs/DEVELOPING.md's module map is generated from the modules' docstrings
   (``python Testing/test_architecture.py --write`` rewrites it).
@@ -97,6 +98,12 @@ def test_the_rules_catch_a_violation(tmp_path: Path):
     finally:
         bad.unlink()
     assert {"AneurysmSegLib.cli", "AneurysmSegLib.cli.segment", "slicer", "AneurysmSegLib.phantom.render"} <= names
+
+
+def test_code_parses_as_python_3_9():
+    """Slicer 5.8 bundles Python 3.9: no syntax newer than that in the module or its library."""
+    for path in [*library_files(), LIB.parent / "AneurysmSeg.py"]:
+        ast.parse(path.read_text(encoding="utf-8"), filename=str(path), feature_version=(3, 9))
 
 
 def module_map() -> str:
