@@ -33,9 +33,10 @@ def dicom_run(tmp_path_factory: pytest.TempPathFactory, blob_model_dir: Path) ->
     scan = synthetic_scan()
     files = write_mr_series(scan.array, scan.geometry, tmp / "series")
     out = {"labels": tmp / "labels.nii.gz", "seg": tmp / "out" / "aneurysms.seg.dcm", "sr": tmp / "out" / "report.sr.dcm",
-           "report": tmp / "report.json", "files": files}
+           "report": tmp / "report.json", "csv": tmp / "aneurysms.csv", "files": files}
     rc = main(["segment", str(tmp / "series"), "-o", str(out["labels"]), "--dicom-seg", str(out["seg"]),
-               "--dicom-sr", str(out["sr"]), "--report", str(out["report"]), "--models", str(blob_model_dir)])
+               "--dicom-sr", str(out["sr"]), "--report", str(out["report"]), "--csv", str(out["csv"]),
+               "--models", str(blob_model_dir)])
     assert rc == 0
     return out
 
@@ -153,3 +154,26 @@ def test_location_becomes_the_anatomic_region_with_its_side(tmp_path: Path) -> N
     values = {(m.name.value, m.unit.value): m.value for m in group.get_measurements()}
     assert values[("neck_width", "mm")] == pytest.approx(2.5)
     assert values[("dome_to_neck_ratio", "1")] == pytest.approx(1.7)
+
+
+def test_csv_of_the_same_run_has_one_row_per_aneurysm_with_the_reports_values(dicom_run: dict) -> None:
+    import csv
+
+    report = json.loads(dicom_run["report"].read_text())
+    with open(dicom_run["csv"], newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["name"] for r in rows] == ["Aneurysm 1", "Aneurysm 2"] and {r["case"] for r in rows} == {"series"}
+    for row, a in zip(rows, report["aneurysms"]):
+        assert float(row["volume_mm3"]) == pytest.approx(a["volume_mm3"], abs=1e-4)
+        assert float(row["max_diameter_mm"]) == pytest.approx(a["max_diameter_mm"], abs=1e-4)
+        assert float(row["centroid_ras_s"]) == pytest.approx(a["centroid_ras"][2], abs=1e-4)
+
+
+def test_format_dicom_seg_makes_output_the_seg(dicom_run: dict, tmp_path: Path, blob_model_dir: Path) -> None:
+    series = dicom_run["files"][0].parent
+    assert main(["segment", str(series), "-o", str(tmp_path / "result.dcm"), "--models", str(blob_model_dir)]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["result.dcm"]  # the SEG, no label image
+    again = pydicom.dcmread(str(tmp_path / "result.dcm"))
+    first = pydicom.dcmread(str(dicom_run["seg"]))
+    assert again.Modality == "SEG" and again.SOPInstanceUID == first.SOPInstanceUID  # same input + weights: same UID
+    np.testing.assert_array_equal(again.pixel_array, first.pixel_array)
