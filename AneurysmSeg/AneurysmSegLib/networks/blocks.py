@@ -146,3 +146,30 @@ def residual_add(x: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
         return x + s[:, :cx]
     head = x[:, :cs] + s
     return torch.cat([head, x[:, cs:]], dim=1)
+
+
+def upsample3d(x: torch.Tensor, factor: float, mode: str = "nearest") -> torch.Tensor:
+    """``F.interpolate(x, scale_factor=factor, mode=mode)`` for 5-D tensors, calling the one ATen op.
+
+    Scripting ``F.interpolate`` compiles every interpolation mode into the TorchScript file; torch
+    2.12 added one (lanczos) whose op older torch cannot load, so such a file needs torch >= 2.12
+    (Slicer 5.8's Python 3.9 gets at most torch 2.8). The two ops used here exist in every torch 2.x.
+    """
+    scales = [float(factor), float(factor), float(factor)]
+    if mode == "nearest":
+        return torch._C._nn.upsample_nearest3d(x, None, scales)
+    if mode == "trilinear":
+        return torch._C._nn.upsample_trilinear3d(x, None, False, scales)
+    raise ValueError("upsample3d: mode must be 'nearest' or 'trilinear'")
+
+
+class Upsample3d(nn.Module):
+    """``nn.Upsample`` for 5-D tensors through :func:`upsample3d` (TorchScript files that load in torch 2.x)."""
+
+    def __init__(self, factor: float, mode: str = "nearest") -> None:
+        super().__init__()
+        self.factor = float(factor)
+        self.mode = mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return upsample3d(x, self.factor, self.mode)

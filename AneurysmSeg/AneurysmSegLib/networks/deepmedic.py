@@ -27,7 +27,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .blocks import PreActConv3d, center_crop3d, init_weights, residual_add
+from .blocks import PreActConv3d, Upsample3d, center_crop3d, init_weights, residual_add
 
 PAPER_WIDTHS: tuple[int, ...] = (30, 30, 40, 40, 40, 40, 50, 50)
 PAPER_FC_WIDTHS: tuple[int, ...] = (150, 150)
@@ -108,7 +108,7 @@ class DeepMedic(nn.Module):
         self.normal = _Pathway(in_channels, widths, res)
         self.sub = _Pathway(in_channels, sub_widths, res)
         self.pool = nn.AvgPool3d(kernel_size=3, stride=3)
-        self.upsample = nn.Upsample(scale_factor=3.0, mode="nearest")
+        self.upsample = Upsample3d(3.0)
         fcs = []
         c = self.normal.out_channels + self.sub.out_channels
         for i, w in enumerate(fc_widths):

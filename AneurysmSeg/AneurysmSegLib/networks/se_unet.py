@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .blocks import Conv1x1, NormAct, SEBlock3D, init_weights
+from .blocks import Conv1x1, NormAct, SEBlock3D, init_weights, upsample3d
 
 SE_POSITIONS = ("penultimate_context", "first_upsampling")
 
@@ -72,7 +72,7 @@ class UpsamplingModule(nn.Module):
         self.se: nn.Module = SEBlock3D(cout, se_reduction) if se else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.interpolate(x, scale_factor=2.0, mode="nearest")
+        x = upsample3d(x, 2.0)
         return self.se(self.na(self.conv(x)))
 
 
@@ -187,7 +187,7 @@ class SEUNet3D(nn.Module):
         for i, stage in enumerate(self.decoder):
             x = stage(x, skips[n - 2 - i])
             if started:
-                seg = F.interpolate(seg, scale_factor=2.0, mode="trilinear", align_corners=False)
+                seg = upsample3d(seg, 2.0, "trilinear")
             if stage.has_head:
                 seg = seg + stage.head(x) if started else stage.head(x)
                 started = True
