@@ -117,6 +117,23 @@ def test_dicom_seg_of_a_nifti_input_is_refused_before_any_work(tmp_path: Path, b
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tof.nii.gz"]
 
 
+@pytest.mark.parametrize("extra, message", [
+    (["--dicom-sr", "sr.dcm"], "references a DICOM SEG"),
+    (["--format", "dicom-seg"], "another format"),          # OUTPUT labels.nii.gz as a DICOM SEG
+    (["--dicom-seg", "seg.seg.nrrd"], "another format"),
+    (["--seg-nrrd", "x.nrrd"], "ends in .seg.nrrd"),
+    (["--csv", "table.txt"], "ending in .csv"),
+])
+def test_unusable_export_requests_fail_before_any_work(dicom_run: dict, tmp_path: Path, blob_model_dir: Path,
+                                                       capsys, extra: list[str], message: str) -> None:
+    series = dicom_run["files"][0].parent
+    argv = ["segment", str(series), "-o", str(tmp_path / "labels.nii.gz"), "--models", str(blob_model_dir)]
+    rc = main(argv + [str(tmp_path / a) if a.endswith((".dcm", ".nrrd", ".txt")) else a for a in extra])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and message in err and err.count("\n") == 0
+    assert list(tmp_path.iterdir()) == []
+
+
 @dataclass
 class LocatedAneurysm(Aneurysm):
     """An aneurysm record with the location fields the morphology stage adds."""

@@ -373,6 +373,8 @@ def run_batch(args: argparse.Namespace, cases: list[tuple[str, Path]]) -> int:
     if args.csv is not None:
         raise InputError("in batch mode every case's table is OUTPUT/tables/<case>.csv and the cohort's "
                          "OUTPUT/aneurysms.csv; --csv is for a single scan")
+    if args.dicom_sr is not None and args.dicom_seg is None and args.format != "dicom-seg":
+        raise InputError("a DICOM SR measurement report references a DICOM SEG: ask for one too (--dicom-seg)")
     mine = part_of(cases, args.part, args.num_parts)
     check_folder_writable(args.output)
     for folder in (args.stl_dir, args.seg_nrrd, args.dicom_seg, args.dicom_sr, args.adam_result):

@@ -51,6 +51,7 @@ class Exports:
 def check_exports(exports: Exports, dicom_files: Sequence[str] | None, input_name: str) -> None:
     """Raise InputError/OutputError before the long work when a requested output cannot be written."""
     from .atomic import ensure_can_create
+    from .images import READ_EXTENSIONS
 
     if exports.dicom_sr is not None and exports.dicom_seg is None:
         raise InputError("a DICOM SR measurement report references a DICOM SEG: ask for one too (--dicom-seg)")
@@ -61,6 +62,10 @@ def check_exports(exports: Exports, dicom_files: Sequence[str] | None, input_nam
         from .dicom_seg import require_dicom_libraries
 
         require_dicom_libraries()
+    for path in (exports.dicom_seg, exports.dicom_sr):
+        if path is not None and path.name.lower().endswith(READ_EXTENSIONS):
+            raise OutputError(f"{path.name}: a DICOM file would carry the name of another format; "
+                              "use a name ending in .dcm")
     if exports.seg_nrrd is not None:
         if not exports.seg_nrrd.name.lower().endswith(".seg.nrrd"):
             raise OutputError(f"{exports.seg_nrrd.name}: a Slicer segmentation file name ends in .seg.nrrd")
