@@ -72,7 +72,7 @@ def test_kind_is_valid_and_its_truth_lines_up(kind: str, reference: PhantomCase,
     img = case.image.array
     assert case.params.input_kind == kind
     assert img.ndim == 3 and np.isfinite(img).all() and img.std() > 0
-    for name in ("vessels", "aneurysms", "visible", "instances", "brain", "head"):
+    for name in ("vessels", "aneurysms", "visible", "instances", "brain", "head", "fat"):
         assert getattr(case, name).shape == img.shape, name
     assert not np.any((case.visible > 0) & (case.vessels == 0))
     assert np.array_equal(case.instances > 0, case.aneurysms > 0)
@@ -112,6 +112,9 @@ def test_fields_of_view(reference: PhantomCase) -> None:
     brain = _case("brain_extracted")
     assert np.all(brain.image.array[~brain.brain & ~ndimage.binary_dilation(brain.aneurysms > 0, iterations=2)] == 0)
     assert (brain.image.array == 0).mean() > (full == 0).mean() + 0.2
+    assert not np.any(brain.fat & (brain.image.array > 0)), "no scalp fat is left in a skull-stripped volume"
+    fat = reference.fat
+    assert fat.any() and np.median(full[fat]) > 1.5 * np.median(full[reference.brain & (reference.vessels == 0)])
     masked = _case("background_masked")
     assert np.all(masked.image.array[~masked.head] == 0) and np.any(full[~masked.head] > 0)
     crop = _case("cow_crop")

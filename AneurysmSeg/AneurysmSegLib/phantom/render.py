@@ -71,6 +71,7 @@ class PhantomCase:
     instances: np.ndarray | None = None  # aneurysm k (1-based, order of params.aneurysms) on its sac voxels
     brain: np.ndarray | None = None  # intracranial space (what skull stripping keeps)
     head: np.ndarray | None = None  # the head with its scalp (what background masking keeps)
+    fat: np.ndarray | None = None  # the subcutaneous fat layer (the bright rim artery extraction must reject)
     storage_dtype: str | None = None  # the file's voxel type when a kind fixes it (else from intensity_range)
     cow_world: tuple[float, float, float] | None = None  # LPS centre of the circle of Willis
 
@@ -362,9 +363,9 @@ class _Renderer:
         return specs, sites, sd_an, ids
 
     # -- tissue ---------------------------------------------------------------------------------
-    def tissue(self, tubes: TubeRaster) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Static tissue intensity (grey matter = 1), the mask of the air around the head and the
-        intracranial mask.
+    def tissue(self, tubes: TubeRaster) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Static tissue intensity (grey matter = 1), the masks of the air around the head, of the
+        intracranial space (skull base excluded) and of the subcutaneous fat.
 
         Layers are painted from the outside in with anti-aliased edges: skin, subcutaneous fat (the
         bright rim), skull (dark tables, moderately bright diploe), CSF, then the brain with white
@@ -393,6 +394,7 @@ class _Renderer:
         outside = d_fat > np.float32(skin_th + 2.0)  # air beyond the scalp (for zeroed-background scanners)
         fine = smooth_field(rng, self.shape, cell(2.5))
         _paint(out, d_fat, p.fat_ratio * (1 + 0.03 * lump + 0.03 * fine), h)  # fat with septa
+        fat = (d_fat < 0) & (d_ic > np.float32(skull))  # the subcutaneous fat layer (bright in TOF)
         del d_fat
         _paint(out, d_ic - skull, 0.12, h)  # outer table
         _paint(out, d_ic - (skull - 1.8), _u(rng, 0.4, 1.0), h)  # diploe: marrow, moderately bright
@@ -453,14 +455,14 @@ class _Renderer:
             if outer:
                 self.paint_ellipsoid(extradural, xyz, centre, semi, 1.0, where=where)
         intracranial &= extradural < 0.5
-        return out, outside, intracranial
+        return out, outside, intracranial, fat
 
     # -- the whole case -------------------------------------------------------------------------
     def render(self) -> PhantomCase:
         p, rng = self.p, self.rng
         tree, tubes = self.vessels()
         specs, sites, sd_an, ids = self.aneurysms(tree, tubes)
-        tissue, outside, brain = self.tissue(tubes)
+        tissue, outside, brain, fat = self.tissue(tubes)
         vessel_mask = tubes.label
         labels = np.zeros(self.shape, dtype=np.uint8)
         instances = np.zeros(self.shape, dtype=np.uint8)
@@ -493,7 +495,7 @@ class _Renderer:
         return PhantomCase(image=Image(img, self.geometry, f"phantom seed {self.seed}"), vessels=vessel_mask.astype(np.uint8),
                            aneurysms=labels, locations=locations, geometry=self.geometry, params=p,
                            treated_locations=treated, visible=visible.astype(np.uint8), instances=instances,
-                           brain=brain, head=~outside, cow_world=tuple(float(v) for v in self.cow_world))
+                           brain=brain, head=~outside, fat=fat, cow_world=tuple(float(v) for v in self.cow_world))
 
     def paint_aneurysm(self, i: int, spec: AneurysmSpec, site: Site, ids: np.ndarray, sd_an: np.ndarray,
                        tubes: TubeRaster, labels: np.ndarray, bright: np.ndarray, tissue: np.ndarray,
