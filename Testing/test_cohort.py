@@ -110,21 +110,34 @@ def test_batch_over_dicom_series_writes_a_seg_per_case(tmp_path: Path, blob_mode
 
 
 @dataclass
+class Morphology:
+    """A nested record that gives its own table columns (as the morphology stage's does)."""
+
+    neck_width_mm: float | None = 3.1
+    site: str = "MCA"
+
+    def as_row(self) -> dict:
+        return {"neck_width_mm": self.neck_width_mm, "location": self.site}
+
+
+@dataclass
 class MorphologyAneurysm(Aneurysm):
     """A record with fields a later stage adds: they must reach the table without changes there."""
 
-    neck_width_mm: float = 3.1
-    location: str = "MCA"
+    parent_diameter_mm: float = 2.25
+    morphology: Morphology | None = None
 
 
 def test_table_takes_every_field_of_the_aneurysm_record() -> None:
     seed = Seed((1.0, 2.0, 3.0), 0.8, "detector", "S1")
-    a = MorphologyAneurysm(1, seed, (-1.0, -2.0, 3.0), (4.0, 5.0, 6.0), 12.5, 3.2, 0.8, 40)
+    a = MorphologyAneurysm(1, seed, (-1.0, -2.0, 3.0), (4.0, 5.0, 6.0), 12.5, 3.2, 0.8, 40, morphology=Morphology())
+    b = MorphologyAneurysm(2, seed, (-1.0, -2.0, 3.0), (4.0, 5.0, 6.0), 2.5, 1.2, 0.6, 9)  # no morphology
     labels = np.zeros((4, 4, 4), np.uint8)
-    rows = case_rows("p1", SegmentationResult(labels, GEOMETRY, [a], [seed]), ["field of view: slab"])
+    rows = case_rows("p1", SegmentationResult(labels, GEOMETRY, [a, b], [seed]), ["field of view: slab"])
     text = csv_text(rows)
-    row = next(csv.DictReader(text.splitlines()))
+    row, other = csv.DictReader(text.splitlines())
     assert row["neck_width_mm"] == "3.1" and row["location"] == "MCA" and row["warnings"] == "field of view: slab"
+    assert row["parent_diameter_mm"] == "2.25" and other["neck_width_mm"] == "" and "morphology" not in row
     assert row["centroid_ras_r"] == "1.0" and row["centroid_lps_l"] == "-1.0" and row["seed_source"] == "detector"
     assert row["case"] == "p1" and row["name"] == "Aneurysm 1" and row["confidence"] == "0.8"
     assert adam_result_text(SegmentationResult(labels, GEOMETRY, [a], [seed])) == "4.00, 5.00, 6.00\n"

@@ -135,13 +135,21 @@ def test_unusable_export_requests_fail_before_any_work(dicom_run: dict, tmp_path
 
 
 @dataclass
-class LocatedAneurysm(Aneurysm):
-    """An aneurysm record with the location fields the morphology stage adds."""
+class Morphology:
+    """The shape of the morphology stage's record: site and side, measurements, None when not measurable."""
 
-    location: str = ""
+    neck_width_mm: float | None = 2.5
+    dome_to_neck_ratio: float | None = 1.7
+    undulation_index: float | None = None
+    site: str = ""
     side: str = ""
-    neck_width_mm: float = 2.5
-    dome_to_neck_ratio: float = 1.7
+
+
+@dataclass
+class LocatedAneurysm(Aneurysm):
+    """An aneurysm record with the morphology block the morphology stage adds."""
+
+    morphology: Morphology | None = None
 
 
 def test_location_becomes_the_anatomic_region_with_its_side(tmp_path: Path) -> None:
@@ -151,8 +159,8 @@ def test_location_becomes_the_anatomic_region_with_its_side(tmp_path: Path) -> N
     labels[2, 7:10, 6:9] = 2
     files = write_mr_series(labels * 10, geometry, tmp_path / "series", seed=3)
     seed = Seed((0.0, 0.0, 0.0), 0.9, "detector", "S1")
-    aneurysms = [LocatedAneurysm(1, seed, (0, 0, 0), (3, 3, 1.5), 3.6, 2.0, 0.9, 18, "MCA bifurcation", "left"),
-                 LocatedAneurysm(2, seed, (0, 0, 0), (7, 8, 2), 2.0, 1.4, 0.8, 9, "AComm", "")]
+    aneurysms = [LocatedAneurysm(1, seed, (0, 0, 0), (3, 3, 1.5), 3.6, 2.0, 0.9, 18, Morphology(site="MCA bifurcation", side="left")),
+                 LocatedAneurysm(2, seed, (0, 0, 0), (7, 8, 2), 2.0, 1.4, 0.8, 9, Morphology(site="AComm"))]
     result = SegmentationResult(labels, geometry, aneurysms, [seed])
     algorithm = Algorithm("AneurysmSeg", __version__, {"coarse": "0" * 64, "fine": "1" * 64})
     seg = build_dicom_seg(result, headers(files), algorithm)
@@ -171,6 +179,7 @@ def test_location_becomes_the_anatomic_region_with_its_side(tmp_path: Path) -> N
     values = {(m.name.value, m.unit.value): m.value for m in group.get_measurements()}
     assert values[("neck_width", "mm")] == pytest.approx(2.5)
     assert values[("dome_to_neck_ratio", "1")] == pytest.approx(1.7)
+    assert not any(code == "undulation_index" for code, _ in values)  # None: not measured, not reported
 
 
 def test_csv_of_the_same_run_has_one_row_per_aneurysm_with_the_reports_values(dicom_run: dict) -> None:

@@ -48,3 +48,28 @@ def test_locations_map_to_dicom_anatomic_codes(location, side, region, modifier)
     term = t.aneurysm_terminology(location, side)
     assert term.region.value == region
     assert (term.region_modifier.value if term.region_modifier else None) == modifier
+
+
+def test_name_and_location_come_from_the_record_when_it_has_them() -> None:
+    from dataclasses import dataclass
+
+    @dataclass
+    class Morphology:
+        site: str = ""
+        side: str = ""
+
+    @dataclass
+    class Record:
+        id: int
+        morphology: Morphology | None = None
+
+        @property
+        def name(self) -> str:
+            where = f"{self.morphology.side} {self.morphology.site}".strip() if self.morphology else ""
+            return f"Aneurysm {self.id}" + (f" - {where}" if where else "")
+
+    placed = Record(3, Morphology("PComm", "right"))
+    assert t.segment_name(placed) == "Aneurysm 3 - right PComm"
+    assert t.location_of(placed) == ("PComm", "right")
+    assert t.aneurysm_terminology(*t.location_of(placed)).region_modifier == t.RIGHT
+    assert t.location_of(Record(4)) == (None, None) and t.segment_name(Record(4)) == "Aneurysm 4"

@@ -176,15 +176,19 @@ def aneurysm_terminology(location: str | None = None, side: str | None = None,
 
 
 def location_of(aneurysm: Any) -> tuple[str | None, str | None]:
-    """(location, side) of an aneurysm record when the morphology stage has filled them in."""
-    location = getattr(aneurysm, "location", None)
-    side = getattr(aneurysm, "side", None)
-    return (str(location) if location else None, str(side) if side else None)
+    """(site, side) of an aneurysm once the morphology stage has placed it: from its ``morphology``
+    record (``site``, ``side``) when it has one, else from ``location``/``site`` and ``side`` fields."""
+    record = getattr(aneurysm, "morphology", None) or aneurysm
+    site = getattr(record, "site", None) or getattr(record, "location", None)
+    side = getattr(record, "side", None)
+    return (str(site) if site else None, str(side) if side else None)
 
 
 def segment_name(aneurysm: Any) -> str:
-    """"Aneurysm N", N the aneurysm's label value in the label image."""
-    return f"Aneurysm {aneurysm.id}"
+    """The aneurysm's own name when its record has one ("Aneurysm 1 - right MCA bifurcation"), else
+    "Aneurysm N", N its label value in the label image."""
+    name = getattr(aneurysm, "name", None)
+    return name if isinstance(name, str) and name else f"Aneurysm {aneurysm.id}"
 
 
 def segment_color(index: int) -> tuple[float, float, float]:

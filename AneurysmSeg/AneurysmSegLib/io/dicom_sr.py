@@ -34,22 +34,21 @@ UNITS: tuple[tuple[str, str, str], ...] = (
 NO_UNIT = ("1", "no units")
 
 
-def measurements_of(record: Any, prefix: str = "") -> list[tuple[str, float]]:
-    """(field name, value) of every finite numeric scalar of an aneurysm record, in field order; fields
-    of nested records (a morphology block, say) as ``<block>_<field>``."""
+def measurements_of(record: Any) -> list[tuple[str, float]]:
+    """(field name, value) of every finite numeric scalar of an aneurysm record, in field order,
+    including those of a nested record (the morphology stage's block); None (not measurable) is left out."""
     import math
 
     out: list[tuple[str, float]] = []
     for f in dataclasses.fields(record):
         value = getattr(record, f.name)
-        name = f"{prefix}{f.name}"
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
             if f.name != "seed":
-                out += measurements_of(value, prefix=f"{name}_")
-        elif name in NOT_MEASUREMENTS or isinstance(value, bool) or not isinstance(value, (int, float)):
+                out += measurements_of(value)
+        elif f.name in NOT_MEASUREMENTS or isinstance(value, bool) or not isinstance(value, (int, float)):
             continue
         elif math.isfinite(float(value)):
-            out.append((name, float(value)))
+            out.append((f.name, float(value)))
     return out
 
 

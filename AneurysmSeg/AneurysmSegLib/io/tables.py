@@ -2,7 +2,8 @@
 
 Rows are built from the fields of the result's Aneurysm records, whatever they are (the morphology
 stage's neck, dome, ratios and location appear without changes here): scalars as they are, vectors as
-one column per component (``centroid_lps_x``, ``centroid_ras_r``...), the seed as ``seed_*`` columns.
+one column per component (``centroid_lps_l``, ``centroid_ras_r``...), the seed as ``seed_*`` columns, a
+nested record with an ``as_row()`` method as the columns it gives.
 A case without aneurysms still gets one row (empty measurements, ``aneurysm_count`` 0), so a cohort
 table lists every case that was processed and a negative is not mistaken for a missing case.
 """
@@ -61,6 +62,11 @@ def aneurysm_row(aneurysm: Any) -> dict[str, Any]:
         if f.name == "id":
             continue
         value = getattr(aneurysm, f.name)
+        if value is None:  # not measured for this aneurysm: empty cells wherever another row has the columns
+            continue
+        if callable(getattr(value, "as_row", None)):  # a nested record that knows its table columns
+            row.update({k: _number(v) for k, v in value.as_row().items()})
+            continue
         _flatten(f.name, value, row)
         if f.name == "centroid_lps":
             _flatten("centroid_ras", tuple(float(v) for v in lps_to_ras(value)), row)
