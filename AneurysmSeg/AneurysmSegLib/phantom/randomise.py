@@ -113,7 +113,8 @@ def plan(seed: int, max_voxels: int = MAX_VOXELS, realistic_share: float = REALI
     if fov_kind == "slab" and u < 0.25:
         steps.append(("partial_slab", (float(rng.uniform(25, 60)),)))
     elif fov_kind == "slab" and u < 0.4:
-        steps.append(("cow_crop", ([float(v) for v in rng.uniform([50, 50, 30], [100, 100, 60])],)))
+        # down to the size of challenge crops (TopCoW: about 44 x 36 x 21 mm)
+        steps.append(("cow_crop", ([float(v) for v in rng.uniform([35, 35, 20], [100, 100, 60])],)))
     u = rng.random()
     if u < 0.05:
         steps.append(("vessels_only", ()))
