@@ -43,6 +43,14 @@ def test_entry_is_what_slicer_serialises() -> None:
     ("Vertebral/PICA", "L", "85234005", "7771000"),
     ("ICA ophthalmic segment", "right", "698348000", "24028007"),
     ("somewhere odd", "left", "88556005", None),       # not an artery name: unknown, no side on its own
+    # the morphology stage's site names
+    ("MCA bifurcation", "right", "17232002", "24028007"),
+    ("MCA M1", "left", "414722000", "7771000"),
+    ("ICA terminus", "left", "415646005", "7771000"),
+    ("ICA-PComm", "right", "43119007", "24028007"),
+    ("ICA siphon", "right", "54409005", "24028007"),
+    ("pericallosal", "left", "60176003", "7771000"),
+    ("A2", "right", "60176003", "24028007"),
 ])
 def test_locations_map_to_dicom_anatomic_codes(location, side, region, modifier) -> None:
     term = t.aneurysm_terminology(location, side)
