@@ -175,6 +175,7 @@ def test_kinds_are_deterministic() -> None:
     assert np.array_equal(again.image.array, _case("float_scaled").image.array)
     other = kinds.apply_kind(_plain(), "float_scaled", SEED + 1)
     assert not np.allclose(other.image.array, again.image.array)
+    assert _plain().params.input_kind is None and _plain().storage_dtype is None, "the rendered case is left as it was"
 
 
 def test_cli_writes_a_kind(tmp_path: Path) -> None:
