@@ -34,7 +34,7 @@ def random_appearance(rng: np.random.Generator) -> dict[str, Any]:
     """Generator parameters far outside the realistic ranges (vessels stay brighter than the brain,
     as in any TOF-MRA: that is what the networks may rely on)."""
     u = lambda lo, hi: float(rng.uniform(lo, hi))  # noqa: E731
-    return {
+    drawn = {
         "contrast": u(1.6, 8.0),
         "fat_ratio": u(0.2, 4.5),
         "wm_ratio": u(0.6, 1.6),
@@ -60,11 +60,14 @@ def random_appearance(rng: np.random.Generator) -> dict[str, Any]:
         "intensity_range": str(rng.choice(["12bit", "int1000", "float1000", "u8"])),
         "intensity_max": u(0.3, 1.0),
     }
+    drawn["contrast"] = max(drawn["contrast"], 1.3 * drawn["wm_ratio"], 1.3 * drawn["csf_ratio"])
+    return drawn
 
 
 def random_grid(rng: np.random.Generator, max_voxels: int = MAX_VOXELS) -> tuple[list[int], list[float], str]:
     """Voxel size (0.2-1.0 mm in-plane, slices up to 2.5x thicker, at most 1.2 mm), field of view (a
-    whole-head slab or a crop) and the matrix; an over-budget grid is cropped in-plane."""
+    whole-head slab or a crop) and the matrix; an over-budget grid shrinks towards a 50 x 50 x 30 mm
+    crop around the circle of Willis (and below it when even that is over budget)."""
     sxy = float(np.clip(_log_uniform(rng, 0.2, 1.0), 0.2, 1.0))
     sz = float(np.clip(sxy * rng.uniform(1.0, 2.5), 0.25, 1.2))
     if rng.random() < 0.6:
