@@ -88,12 +88,14 @@ def case_rows(case: str, result: SegmentationResult, warnings: Sequence[str] = (
 
 
 def columns_of(rows: Iterable[dict[str, Any]]) -> list[str]:
-    """Lead columns, then every other column in order of first appearance, "warnings" last."""
+    """Lead columns, the measurements and positions in order of first appearance, then the seed's
+    columns, "warnings" last."""
     seen: dict[str, None] = dict.fromkeys(LEAD_COLUMNS)
     for row in rows:
         seen.update(dict.fromkeys(row))
     seen.pop("warnings", None)
-    return [*seen, "warnings"]
+    seed = [c for c in seen if c.startswith("seed_")]
+    return [*(c for c in seen if not c.startswith("seed_")), *seed, "warnings"]
 
 
 def csv_text(rows: Sequence[dict[str, Any]]) -> str:
