@@ -117,6 +117,19 @@ def test_dicom_seg_of_a_nifti_input_is_refused_before_any_work(tmp_path: Path, b
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tof.nii.gz"]
 
 
+def test_a_series_without_frame_of_reference_is_refused_before_any_work(tmp_path: Path, blob_model_dir: Path,
+                                                                        capsys) -> None:
+    from test_io import write_dicom_series  # GDCM writes MR images without a FrameOfReferenceUID
+
+    scan = synthetic_scan()
+    write_dicom_series(scan.array, scan.geometry, tmp_path / "series", uid="1.2.826.0.1.3680043.8.498.78")
+    rc = main(["segment", str(tmp_path / "series"), "-o", str(tmp_path / "out" / "l.nii.gz"),
+               "--dicom-seg", str(tmp_path / "out" / "s.dcm"), "--models", str(blob_model_dir)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "lack a FrameOfReferenceUID" in err and err.count("\n") == 0
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--dicom-sr", "sr.dcm"], "references a DICOM SEG"),
     (["--format", "dicom-seg"], "another format"),          # OUTPUT labels.nii.gz as a DICOM SEG

@@ -79,8 +79,11 @@ def source_series(files: Sequence[str | Path]) -> list[Dataset]:
     if not datasets:
         raise InputError("DICOM SEG needs the source DICOM series: the input is not a DICOM series")
     for key in ("StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID"):
-        values = {str(getattr(ds, key, "")) for ds in datasets}
-        if len(values) != 1 or "" in values:
+        values = {str(getattr(ds, key, "") or "") for ds in datasets}
+        if "" in values:
+            raise InputError(f"the source DICOM files lack a {key}: a DICOM SEG must name the study, series and "
+                             "frame of reference of the images it segments (the series was not written by a scanner?)")
+        if len(values) != 1:
             raise InputError(f"the source DICOM files do not share one {key} ({len(values)} values); "
                              "a DICOM SEG needs one series in one frame of reference")
     return datasets

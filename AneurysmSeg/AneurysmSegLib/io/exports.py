@@ -59,9 +59,9 @@ def check_exports(exports: Exports, dicom_files: Sequence[str] | None, input_nam
         raise InputError(f"{input_name} is not a DICOM series: a DICOM SEG/SR must reference the DICOM images it "
                          "was made from; give the DICOM series folder as input, or choose --format labels/seg-nrrd")
     if exports.dicom_seg is not None or exports.dicom_sr is not None:
-        from .dicom_seg import require_dicom_libraries
+        from .dicom_seg import source_series
 
-        require_dicom_libraries()
+        source_series(dicom_files)  # the headers a SEG must reference: checked now, not after the work
     for path in (exports.dicom_seg, exports.dicom_sr):
         if path is not None and path.name.lower().endswith(READ_EXTENSIONS):
             raise OutputError(f"{path.name}: a DICOM file would carry the name of another format; "
