@@ -1,12 +1,17 @@
 """The ``aneurysmseg`` command: a thin dispatcher. Each subcommand lives in its own module that
 defines ``configure_parser(parser)`` and ``run(args) -> int``; errors meant for the user become
-one line on stderr and a non-zero exit code."""
+one line on stderr and a non-zero exit code. SIGTERM (a cluster's time limit, a killed job) is handled
+like Ctrl-C: what the run staged is removed and earlier outputs stay as they were."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import signal
 import sys
+import threading
+from typing import Iterator
 
 from ..core.errors import AneurysmSegError
 
@@ -30,13 +35,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is so that cleanup (``with`` blocks) runs as for Ctrl-C."""
+
+
+@contextlib.contextmanager
+def _sigterm_as_exception() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGTERM"):
+        yield
+        return
+
+    def terminate(signum, frame) -> None:
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return int(importlib.import_module(args._module).run(args) or 0)
+        with _sigterm_as_exception():
+            return int(importlib.import_module(args._module).run(args) or 0)
     except AneurysmSegError as exc:
         print(f"aneurysmseg {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except Terminated:
+        print(f"aneurysmseg {args.command}: terminated", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print(f"aneurysmseg {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -25,7 +25,7 @@ import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from ..core.errors import AneurysmSegError, InputError, OutputError
 from ..io.exports import FORMATS, Exports
@@ -113,6 +113,22 @@ def batch_cases(folder: Path) -> list[tuple[str, Path]]:
     return cases
 
 
+def check_case_names(cases: list[tuple[str, Path]]) -> None:
+    """Raise :class:`InputError` when case names cannot name output files safely: a name that is only
+    dots (``...nii.gz`` would put files in the parent folder) or has a path separator, or two cases whose
+    names differ at most in case (``a.nii.gz`` and ``a.mha`` would overwrite each other's outputs)."""
+    seen: dict[str, Path] = {}
+    for name, path in cases:
+        if not name.strip(". ") or any(c in name for c in "/\\\0"):
+            raise InputError(f"{path.name}: the case name {name!r} cannot name output files "
+                             "(it would point outside the output folder); rename it")
+        key = name.casefold()
+        if key in seen:
+            raise InputError(f"{seen[key].name} and {path.name} would both write the outputs of case {name!r} "
+                             f"(one would overwrite the other); rename one of them")
+        seen[key] = path
+
+
 @dataclass
 class Outputs:
     """Where one case's results go (None: not asked for)."""
@@ -127,13 +143,24 @@ class Outputs:
         return [p for p in (self.labels, self.seeds, self.report, self.stl_dir) if p is not None] + self.exports.paths()
 
 
-def check_outputs(out: Outputs, dicom_files: Any = None, input_name: str = "the input") -> None:
-    """Raise :class:`OutputError` before any work when an output location cannot be written."""
+def input_files(path: Path) -> list[Path]:
+    """What a run reads and must never overwrite: the file, or every file of a (DICOM) folder."""
+    if path.is_dir():
+        return [p for p in sorted(path.iterdir()) if p.is_file()]
+    return [path]
+
+
+def check_outputs(out: Outputs, dicom_files: Any = None, input_name: str = "the input",
+                  inputs: Sequence[Path] = ()) -> None:
+    """Raise :class:`OutputError` before any work when an output location cannot be written or is
+    (or resolves to) one of the ``inputs``."""
+    from ..io.atomic import refuse_inputs
     from ..io.exports import check_exports
     from ..io.images import check_writable
     from ..io.seeds import check_json_writable
     from ..io.surfaces import check_folder_writable
 
+    refuse_inputs([out.labels, out.seeds, out.report, *out.exports.paths()], inputs)
     if out.labels is not None:
         check_writable(out.labels)
     check_exports(out.exports, dicom_files, input_name)
@@ -174,30 +201,32 @@ def build_report(result: Any, input_path: Path | str, models: Any) -> dict[str, 
 def write_results(result: Any, out: Outputs, *, input_path: Path | str, models: Any, binary: bool = False,
                   stl_coords: str = "LPS", case: str = "", dicom_files: Any = None,
                   detection_threshold: float | None = None) -> list[tuple[str, Path]]:
-    """Write every requested output of one case atomically; returns (what, path) pairs."""
-    from ..io.atomic import write_text_atomic
+    """Write every requested output of one case as one unit (:class:`~AneurysmSegLib.io.atomic.OutputSet`):
+    all appear together or none does, STL files of aneurysms an earlier run found and this one did not
+    are removed, and no output may replace an input. Returns (what, path) pairs."""
+    from ..io.atomic import OutputSet, write_text_atomic
     from ..io.exports import algorithm_of, write_exports
     from ..io.images import write_label
     from ..io.seeds import write_seeds
     from ..io.surfaces import write_stl
 
     written: list[tuple[str, Path]] = []
-    if out.labels is not None:
-        labels = result.binary() if binary else result.labels
-        written.append(("labels", write_label(labels, result.geometry, out.labels)))
-    algorithm = algorithm_of(models, detection_threshold) if out.exports.dicom_seg is not None else None
-    written += write_exports(result, out.exports, case=case or Path(input_path).name, algorithm=algorithm,
-                             dicom_files=dicom_files, warnings=getattr(result, "warnings", ()) or ())
-    if out.seeds is not None:
-        written.append(("seeds", write_seeds(result.seeds, out.seeds, "LPS")))
-    if out.report is not None:
-        out.report.parent.mkdir(parents=True, exist_ok=True)
-        text = json.dumps(build_report(result, input_path, models), indent=2) + "\n"
-        write_text_atomic(out.report, text)
-        written.append(("report", out.report))
-    if out.stl_dir is not None:
-        for path in write_stl(result.labels, result.geometry, out.stl_dir, stl_coords):
-            written.append(("surface", path))
+    with OutputSet(inputs=input_files(Path(input_path))) as outputs:
+        if out.labels is not None:
+            labels = result.binary() if binary else result.labels
+            written.append(("labels", write_label(labels, result.geometry, out.labels, outputs=outputs)))
+        algorithm = algorithm_of(models, detection_threshold) if out.exports.dicom_seg is not None else None
+        written += write_exports(result, out.exports, case=case or Path(input_path).name, algorithm=algorithm,
+                                 dicom_files=dicom_files, warnings=getattr(result, "warnings", ()) or (),
+                                 outputs=outputs)
+        if out.seeds is not None:
+            written.append(("seeds", write_seeds(result.seeds, out.seeds, "LPS", outputs=outputs)))
+        if out.report is not None:
+            text = json.dumps(build_report(result, input_path, models), indent=2) + "\n"
+            written.append(("report", write_text_atomic(out.report, text, outputs)))
+        if out.stl_dir is not None:
+            for path in write_stl(result.labels, result.geometry, out.stl_dir, stl_coords, outputs=outputs):
+                written.append(("surface", path))
     return written
 
 
@@ -279,7 +308,7 @@ def run_single(args: argparse.Namespace) -> int:
     out = single_outputs(args)
     series = dicom_series(args.input)
     dicom_files = series.files if series is not None else None
-    check_outputs(out, dicom_files, args.input.name)
+    check_outputs(out, dicom_files, args.input.name, input_files(args.input))
     seeds = read_seeds(args.seeds) if args.seeds is not None else None
     image = read_image(args.input)
     configure_threads(args.threads)
@@ -360,7 +389,7 @@ def run_batch(args: argparse.Namespace, cases: list[tuple[str, Path]]) -> int:
 
     from ..core.models import load_models
     from ..core.pipeline import segment
-    from ..io.atomic import write_text_atomic
+    from ..io.atomic import same_file, write_text_atomic
     from ..io.cohort import is_done, mark_done, part_of, write_cohort_table
     from ..io.images import dicom_series, read_image
     from ..io.seeds import check_json_writable
@@ -370,6 +399,10 @@ def run_batch(args: argparse.Namespace, cases: list[tuple[str, Path]]) -> int:
         raise InputError("--seeds names positions in one scan; it cannot be used with a folder of cases")
     if args.output.name.lower().endswith(IMAGE_SUFFIXES):
         raise OutputError(f"{args.input} is a folder of {len(cases)} cases: OUTPUT must be a folder, not {args.output.name}")
+    if same_file(args.output, args.input):
+        raise OutputError(f"OUTPUT {args.output} is the input folder: the outputs would replace or join "
+                          "the scans; choose another folder")
+    check_case_names(cases)
     if args.csv is not None:
         raise InputError("in batch mode every case's table is OUTPUT/tables/<case>.csv and the cohort's "
                          "OUTPUT/aneurysms.csv; --csv is for a single scan")
@@ -403,7 +436,7 @@ def run_batch(args: argparse.Namespace, cases: list[tuple[str, Path]]) -> int:
         try:
             series = dicom_series(path)
             dicom_files = series.files if series is not None else None
-            check_outputs(out, dicom_files, name)
+            check_outputs(out, dicom_files, name, input_files(path))
             image = read_image(path)
             result = segment(image, models, detect=True, detection_threshold=args.detection_threshold,
                              precision=args.precision)

@@ -25,6 +25,7 @@ from ..core.geometry import Geometry
 from ..core.terminology import aneurysm_terminology, location_of, segment_color, segment_name
 
 if TYPE_CHECKING:
+    from .atomic import OutputSet
     from pydicom import Dataset
 
     from ..core.result import SegmentationResult
@@ -206,11 +207,12 @@ def build_dicom_seg(result: SegmentationResult, datasets: Sequence[Dataset], alg
 
 
 def write_dicom_seg(result: SegmentationResult, source_files: Sequence[str | Path], path: str | Path,
-                    algorithm: Algorithm) -> tuple[Path, Any]:
-    """Write the DICOM SEG of ``result`` (atomically); returns the path and the SEG dataset."""
+                    algorithm: Algorithm, outputs: OutputSet | None = None) -> tuple[Path, Any]:
+    """Write the DICOM SEG of ``result`` (atomically; with ``outputs``, at its commit); returns the path
+    and the SEG dataset."""
     from .atomic import write_atomic
 
     seg = build_dicom_seg(result, source_series(source_files), algorithm)
     path = Path(path)
-    write_atomic(path, lambda tmp: seg.save_as(tmp, enforce_file_format=True))
+    write_atomic(path, lambda tmp: seg.save_as(tmp, enforce_file_format=True), outputs)
     return path, seg

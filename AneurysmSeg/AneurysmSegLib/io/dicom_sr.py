@@ -18,6 +18,7 @@ from ..core.terminology import aneurysm_terminology, location_of, segment_name
 from .dicom_seg import MANUFACTURER, MODEL_NAME, SR_SERIES_NUMBER, Algorithm, coded, content_uid
 
 if TYPE_CHECKING:
+    from .atomic import OutputSet
     from pydicom import Dataset
 
     from ..core.result import SegmentationResult
@@ -122,10 +123,10 @@ def build_dicom_sr(result: SegmentationResult, seg: Dataset, datasets: Sequence[
 
 
 def write_dicom_sr(result: SegmentationResult, seg: Dataset, source_files: Sequence[str | Path], path: str | Path,
-                   algorithm: Algorithm) -> Path:
-    """Write the SR measurement report referencing ``seg`` (atomically)."""
+                   algorithm: Algorithm, outputs: OutputSet | None = None) -> Path:
+    """Write the SR measurement report referencing ``seg`` (atomically; with ``outputs``, at its commit)."""
     from .atomic import write_atomic
     from .dicom_seg import source_series
 
     sr = build_dicom_sr(result, seg, source_series(source_files), algorithm)
-    return write_atomic(Path(path), lambda tmp: sr.save_as(tmp, enforce_file_format=True))
+    return write_atomic(Path(path), lambda tmp: sr.save_as(tmp, enforce_file_format=True), outputs)

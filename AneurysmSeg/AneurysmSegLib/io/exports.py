@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 from ..core.errors import InputError, OutputError
 
 if TYPE_CHECKING:
+    from .atomic import OutputSet
     from ..core.result import SegmentationResult
     from .dicom_seg import Algorithm
 
@@ -95,29 +96,30 @@ def algorithm_of(models: Any, detection_threshold: float | None = None) -> Algor
 
 
 def write_exports(result: SegmentationResult, exports: Exports, *, case: str, algorithm: Algorithm | None,
-                  dicom_files: Sequence[str] | None = None, warnings: Sequence[str] = ()) -> list[tuple[str, Path]]:
-    """Write every requested export of one case; returns (what, path) pairs."""
+                  dicom_files: Sequence[str] | None = None, warnings: Sequence[str] = (),
+                  outputs: OutputSet | None = None) -> list[tuple[str, Path]]:
+    """Write every requested export of one case (with ``outputs``: at its commit); returns (what, path) pairs."""
     written: list[tuple[str, Path]] = []
     if exports.seg_nrrd is not None:
         from .seg_nrrd import write_seg_nrrd
 
-        written.append(("segmentation", write_seg_nrrd(result, exports.seg_nrrd)))
+        written.append(("segmentation", write_seg_nrrd(result, exports.seg_nrrd, outputs)))
     if exports.dicom_seg is not None and result.aneurysms:  # a SEG needs a segment: none when nothing was found
         from .dicom_seg import write_dicom_seg
 
         assert dicom_files and algorithm is not None, "check_exports first"
-        path, seg = write_dicom_seg(result, dicom_files, exports.dicom_seg, algorithm)
+        path, seg = write_dicom_seg(result, dicom_files, exports.dicom_seg, algorithm, outputs)
         written.append(("DICOM SEG", path))
         if exports.dicom_sr is not None:
             from .dicom_sr import write_dicom_sr
 
-            written.append(("DICOM SR", write_dicom_sr(result, seg, dicom_files, exports.dicom_sr, algorithm)))
+            written.append(("DICOM SR", write_dicom_sr(result, seg, dicom_files, exports.dicom_sr, algorithm, outputs)))
     if exports.csv is not None:
         from .tables import case_rows, write_csv
 
-        written.append(("table", write_csv(case_rows(case, result, warnings), exports.csv)))
+        written.append(("table", write_csv(case_rows(case, result, warnings), exports.csv, outputs)))
     if exports.adam_result is not None:
         from .tables import write_adam_result
 
-        written.append(("ADAM result", write_adam_result(result, exports.adam_result)))
+        written.append(("ADAM result", write_adam_result(result, exports.adam_result, outputs)))
     return written

@@ -20,7 +20,7 @@ import SimpleITK as sitk
 
 from ..core.errors import InputError, OutputError
 from ..core.geometry import Geometry, Image
-from .atomic import ensure_can_create, write_atomic
+from .atomic import OutputSet, ensure_can_create, write_atomic
 
 #: Extensions read from a single file (lower case, longest first so ".nii.gz" wins over ".gz").
 READ_EXTENSIONS: tuple[str, ...] = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
@@ -240,18 +240,20 @@ def check_writable(path: str | Path) -> Path:
     return path
 
 
-def _write_atomic(img: sitk.Image, path: Path, compress: bool) -> Path:
-    """Checked, then written through a temporary file in the destination folder (:func:`write_atomic`)."""
+def _write_atomic(img: sitk.Image, path: Path, compress: bool, outputs: OutputSet | None) -> Path:
+    """Checked, then staged and moved into place (:func:`write_atomic`; with ``outputs``, at its commit)."""
     check_writable(path)
-    return write_atomic(path, lambda tmp: sitk.WriteImage(img, tmp, compress), suffix=extension_of(path))
+    return write_atomic(path, lambda file: sitk.WriteImage(img, file, compress), outputs)
 
 
-def write_image(array: np.ndarray, geometry: Geometry, path: str | Path, compress: bool = True) -> Path:
+def write_image(array: np.ndarray, geometry: Geometry, path: str | Path, compress: bool = True,
+                outputs: OutputSet | None = None) -> Path:
     """Write an array in the given geometry (format from the file name, parent created, atomic)."""
-    return _write_atomic(to_sitk(array, geometry), Path(path), compress)
+    return _write_atomic(to_sitk(array, geometry), Path(path), compress, outputs)
 
 
-def write_label(labels: np.ndarray, geometry: Geometry, path: str | Path, compress: bool = True) -> Path:
+def write_label(labels: np.ndarray, geometry: Geometry, path: str | Path, compress: bool = True,
+                outputs: OutputSet | None = None) -> Path:
     """Write a ``[z, y, x]`` label image (0 background, 1..N) in exactly ``geometry``.
 
     Stored as uint8 when every label fits, else uint16. Invalid labels raise :class:`InputError` and
@@ -269,4 +271,4 @@ def write_label(labels: np.ndarray, geometry: Geometry, path: str | Path, compre
         raise InputError(f"labels must lie in 0..65535, got {low}..{high}")
     dtype = np.uint8 if high <= np.iinfo(np.uint8).max else np.uint16
     check_writable(path)
-    return _write_atomic(to_sitk(labels.astype(dtype), geometry), Path(path), compress)
+    return _write_atomic(to_sitk(labels.astype(dtype), geometry), Path(path), compress, outputs)

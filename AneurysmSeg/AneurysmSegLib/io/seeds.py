@@ -18,7 +18,7 @@ from typing import Any, Sequence
 from ..core.errors import InputError, OutputError
 from ..core.geometry import check_coordinate_system, ras_to_lps
 from ..core.result import Seed
-from .atomic import ensure_can_create, write_text_atomic
+from .atomic import OutputSet, ensure_can_create, write_text_atomic
 
 MARKUPS_SCHEMA = ("https://raw.githubusercontent.com/slicer/slicer/master/Modules/Loadable/Markups/"
                   "Resources/Schema/markups-schema-v1.0.3.json#")
@@ -63,14 +63,13 @@ def seeds_to_markups(seeds: Sequence[Seed], coordinate_system: str = "LPS", name
     }
 
 
-def write_seeds(seeds: Sequence[Seed], path: str | Path, coordinate_system: str = "LPS") -> Path:
-    """Write seeds as a Slicer ``.mrk.json`` file atomically (temporary file, then rename)."""
+def write_seeds(seeds: Sequence[Seed], path: str | Path, coordinate_system: str = "LPS",
+                outputs: OutputSet | None = None) -> Path:
+    """Write seeds as a Slicer ``.mrk.json`` file atomically (with ``outputs``: at its commit)."""
     path = Path(path)
     text = json.dumps(seeds_to_markups(seeds, coordinate_system), indent=2) + "\n"
     check_json_writable(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(path, text)
-    return path
+    return write_text_atomic(path, text, outputs)
 
 
 def check_json_writable(path: str | Path) -> Path:

@@ -16,6 +16,7 @@ from ..core.errors import OutputError
 from ..core.terminology import aneurysm_terminology, location_of, segment_color, segment_name
 
 if TYPE_CHECKING:
+    from .atomic import OutputSet
     from ..core.result import SegmentationResult
 
 SUFFIX = ".seg.nrrd"
@@ -50,8 +51,8 @@ def segmentation_of(result: SegmentationResult) -> dict:
             "segments": segments}
 
 
-def write_seg_nrrd(result: SegmentationResult, path: str | Path) -> Path:
-    """Write ``result`` as a Slicer .seg.nrrd (atomically)."""
+def write_seg_nrrd(result: SegmentationResult, path: str | Path, outputs: OutputSet | None = None) -> Path:
+    """Write ``result`` as a Slicer .seg.nrrd (atomically; with ``outputs``, at its commit)."""
     try:
         import slicerio
     except ImportError:
@@ -62,4 +63,4 @@ def write_seg_nrrd(result: SegmentationResult, path: str | Path) -> Path:
     if not path.name.lower().endswith(SUFFIX):
         raise OutputError(f"{path.name}: a Slicer segmentation file name ends in {SUFFIX}")
     segmentation = segmentation_of(result)
-    return write_atomic(path, lambda tmp: slicerio.write_segmentation(tmp, segmentation))
+    return write_atomic(path, lambda tmp: slicerio.write_segmentation(tmp, segmentation), outputs)

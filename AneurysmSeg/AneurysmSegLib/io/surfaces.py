@@ -9,6 +9,7 @@ outward normals. STL files are written binary and atomically. LPS is the default
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from scipy import ndimage
 
 from ..core.errors import InputError, OutputError
 from ..core.geometry import Geometry, check_coordinate_system
-from .atomic import ensure_can_create, write_atomic
+from .atomic import OutputSet, ensure_can_create, write_atomic
 
 
 def check_folder_writable(folder: str | Path) -> Path:
@@ -95,19 +96,21 @@ def label_surface(mask: np.ndarray, geometry: Geometry, coordinate_system: str =
 
 
 def write_stl(labels: np.ndarray, geometry: Geometry, folder: str | Path, coordinate_system: str = "LPS",
-              prefix: str = "aneurysm", smoothing_iterations: int = 15) -> list[Path]:
+              prefix: str = "aneurysm", smoothing_iterations: int = 15, outputs: OutputSet | None = None) -> list[Path]:
     """Write ``<folder>/<prefix>_<label>.stl`` for every label > 0; returns the paths in label order.
 
-    The folder is checked (and created) before any surface is computed; each file appears atomically.
+    The folder is checked before any surface is computed. The files appear together, and
+    ``<prefix>_<N>.stl`` files of an earlier run that this one does not write are removed with them
+    (an aneurysm that no longer exists must not keep its surface); with ``outputs``, at its commit.
     """
+    if outputs is None:
+        with OutputSet() as own:
+            return write_stl(labels, geometry, folder, coordinate_system, prefix, smoothing_iterations, own)
 
     check_coordinate_system(coordinate_system, "STL coordinate system")
     folder = check_folder_writable(folder)
     labels = np.asarray(labels)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"cannot create folder {folder}: {exc.strerror}") from None
+    outputs.own(folder, re.escape(prefix) + r"_\d+\.stl")
     paths: list[Path] = []
     if labels.dtype.kind not in "iu":
         labels = labels.astype(np.int32)
@@ -121,7 +124,7 @@ def write_stl(labels: np.ndarray, geometry: Geometry, folder: str | Path, coordi
         sub_geometry = Geometry(spacing=geometry.spacing, origin=tuple(geometry.index_to_lps(offset_xyz)),
                                 direction=geometry.direction)
         poly = label_surface(sub, sub_geometry, coordinate_system, smoothing_iterations)
-        paths.append(write_atomic(folder / f"{prefix}_{value}.stl", lambda tmp: _write_stl(poly, tmp), ".stl"))
+        paths.append(write_atomic(folder / f"{prefix}_{value}.stl", lambda file: _write_stl(poly, file), outputs))
     return paths
 
 

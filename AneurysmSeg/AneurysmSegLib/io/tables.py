@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 from ..core.geometry import lps_to_ras
 
 if TYPE_CHECKING:
+    from .atomic import OutputSet
     from ..core.result import SegmentationResult
 
 #: Columns every row starts with, in this order; the measurement columns follow in field order.
@@ -106,11 +107,11 @@ def csv_text(rows: Sequence[dict[str, Any]]) -> str:
     return buffer.getvalue()
 
 
-def write_csv(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
+def write_csv(rows: Sequence[dict[str, Any]], path: str | Path, outputs: OutputSet | None = None) -> Path:
     """Write rows as CSV (UTF-8, header from :func:`columns_of`), atomically."""
     from .atomic import write_text_atomic
 
-    return write_text_atomic(Path(path), csv_text(rows))
+    return write_text_atomic(Path(path), csv_text(rows), outputs)
 
 
 def read_csv(path: str | Path) -> list[dict[str, str]]:
@@ -161,7 +162,7 @@ def adam_result_text(result: SegmentationResult) -> str:
     return "".join(", ".join(f"{v:.2f}" for v in a.centroid_voxel) + "\n" for a in result.aneurysms)
 
 
-def write_adam_result(result: SegmentationResult, path: str | Path) -> Path:
+def write_adam_result(result: SegmentationResult, path: str | Path, outputs: OutputSet | None = None) -> Path:
     from .atomic import write_text_atomic
 
-    return write_text_atomic(Path(path), adam_result_text(result))
+    return write_text_atomic(Path(path), adam_result_text(result), outputs)

@@ -1,0 +1,235 @@
+"""The bad-input table: what AneurysmSeg does with careless and hostile input, every row run here.
+
+docs/bad-inputs.md is generated from :data:`ROWS`; each row's check builds its input in a temporary
+folder, runs the real command line or library call on it and asserts the behaviour the row promises.
+``test_the_table_in_docs_is_current`` fails when the file differs from what the rows say; rewrite it
+with::
+
+    ANEURYSMSEG_WRITE_TABLE=1 python -m pytest -q Testing/test_bad_inputs.py -k table
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from AneurysmSegLib.cli import main
+from AneurysmSegLib.core.geometry import Geometry
+from AneurysmSegLib.io import images as io
+
+from test_pipeline import BLOBS, blob_model_dir, synthetic_scan  # noqa: F401 (fixture)
+
+TABLE = Path(__file__).resolve().parents[1] / "docs" / "bad-inputs.md"
+
+
+@dataclass(frozen=True)
+class Row:
+    area: str  #: where the input goes in (section of the table)
+    given: str  #: the input, as a user would describe it
+    expected: str  #: the behaviour AneurysmSeg promises
+    check: Callable[["Case"], None]
+
+
+ROWS: list[Row] = []
+
+
+def row(area: str, given: str, expected: str) -> Callable[[Callable[["Case"], None]], Callable[["Case"], None]]:
+    """Register a check as a row of the table."""
+    def register(check: Callable[[Case], None]) -> Callable[[Case], None]:
+        ROWS.append(Row(area, given, expected, check))
+        return check
+
+    return register
+
+
+class Case:
+    """What a check gets: a temporary folder, the CLI, the output it printed and the test models."""
+
+    def __init__(self, tmp: Path, request: pytest.FixtureRequest, capsys: pytest.CaptureFixture) -> None:
+        self.tmp = tmp
+        self.request = request
+        self.capsys = capsys
+
+    @property
+    def models(self) -> Path:
+        return self.request.getfixturevalue("blob_model_dir")
+
+    def cli(self, *argv: object) -> tuple[int, str, str]:
+        """Run ``aneurysmseg`` in this process; (exit code, stdout, stderr)."""
+        self.capsys.readouterr()
+        rc = main([str(a) for a in argv])
+        out, err = self.capsys.readouterr()
+        return rc, out, err
+
+    def error(self, *argv: object) -> str:
+        """Run a command that must fail with exit 2 and one line on stderr; returns that line."""
+        rc, _, err = self.cli(*argv)
+        lines = [ln for ln in err.strip().splitlines() if not ln.startswith("progress:")]
+        assert rc == 2 and len(lines) == 1 and ": error: " in lines[0], (rc, err)
+        return lines[0]
+
+    def scan(self, name: str = "tof.nii.gz") -> Path:
+        """The synthetic two-blob scan (two aneurysms with the test models) as a file."""
+        scan = synthetic_scan()
+        return io.write_image(scan.array.astype(np.int16), scan.geometry, self.tmp / name)
+
+
+def listing(folder: Path) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*"))
+
+
+# ------------------------------------------------------------------------------------------ outputs
+
+
+@row("Outputs", "`segment x.nii.gz -o x.nii.gz` (the output is the input)",
+     "exit 2, `output ... is the input`; the scan is unchanged")
+def _output_is_input(case: Case) -> None:
+    scan = case.scan()
+    before = scan.read_bytes()
+    assert "is the input" in case.error("segment", scan, "-o", scan, "--models", case.models)
+    (case.tmp / "link.nii.gz").symlink_to(scan)
+    assert "is the input" in case.error("segment", scan, "-o", case.tmp / "link.nii.gz", "--models", case.models)
+    assert scan.read_bytes() == before and listing(case.tmp) == ["link.nii.gz", "tof.nii.gz"]
+
+
+@row("Outputs", "`--report` or `--seeds-out` naming the input scan", "exit 2, `is the input`; nothing written")
+def _report_is_input(case: Case) -> None:
+    scan = case.scan()
+    before = scan.read_bytes()
+    for option in ("--report", "--seeds-out"):
+        name = case.tmp / "tof.json"
+        name.write_text("{}")
+        line = case.error("segment", name, "-o", case.tmp / "labels.nii.gz", option, name, "--models", case.models)
+        assert "is the input" in line or "not a" in line
+    assert "is the input" in case.error("segment", scan, "-o", case.tmp / "labels.nii.gz", "--report", scan,
+                                        "--models", case.models)
+    assert scan.read_bytes() == before and listing(case.tmp) == ["tof.json", "tof.nii.gz"]
+
+
+@row("Outputs", "batch: `-o` is the input folder", "exit 2, `is the input folder`; no scan touched")
+def _batch_output_is_input(case: Case) -> None:
+    folder = case.tmp / "cases"
+    folder.mkdir()
+    scan = case.scan("cases/a.nii.gz")
+    before = scan.read_bytes()
+    assert "is the input folder" in case.error("segment", folder, "-o", folder, "--models", case.models)
+    assert "is the input folder" in case.error("segment", folder, "-o", case.tmp / "cases" / ".", "--models", case.models)
+    assert scan.read_bytes() == before and listing(folder) == ["a.nii.gz"]
+
+
+@row("Outputs", "rerun into the same outputs finding fewer aneurysms (2, then 1)",
+     "the STL folder holds only this run's `aneurysm_1.stl`; the earlier `aneurysm_2.stl` is removed")
+def _rerun_removes_stale_stl(case: Case) -> None:
+    scan = case.scan()
+    common = ["-o", case.tmp / "labels.nii.gz", "--stl-dir", case.tmp / "stl", "--report", case.tmp / "r.json",
+              "--models", case.models]
+    assert case.cli("segment", scan, *common)[0] == 0
+    assert listing(case.tmp / "stl") == ["aneurysm_1.stl", "aneurysm_2.stl"]
+    seeds = case.tmp / "one.json"
+    seeds.write_text(json.dumps({"coordinate_system": "LPS", "seeds": [{"position": BLOBS[1][0].tolist()}]}))
+    assert case.cli("segment", scan, *common, "--seeds", seeds, "--no-detect")[0] == 0
+    assert listing(case.tmp / "stl") == ["aneurysm_1.stl"]
+    assert sitk.GetArrayFromImage(sitk.ReadImage(str(case.tmp / "labels.nii.gz"))).max() == 1
+
+
+@row("Outputs", "two runs writing the same outputs at the same time",
+     "one waits for the other's commit (a lock per output folder): the outputs are one run's, never a mix")
+def _concurrent_runs(case: Case) -> None:
+    import subprocess
+    import sys
+    import time
+
+    hold = ("import sys, time; from pathlib import Path; from AneurysmSegLib.io.atomic import _folder_lock\n"
+            "with _folder_lock(Path(sys.argv[1]), time.monotonic() + 5):\n"
+            "    print('locked', flush=True); time.sleep(2)\n")
+    scan = case.scan()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    (case.tmp / "out").mkdir()
+    with subprocess.Popen([sys.executable, "-c", hold, str(case.tmp / "out")], env=env, stdout=subprocess.PIPE,
+                          text=True) as other:
+        assert other.stdout is not None and other.stdout.readline().strip() == "locked"
+        start = time.monotonic()
+        rc, _, _ = case.cli("segment", scan, "-o", case.tmp / "out" / "labels.nii.gz", "--models", case.models)
+        assert other.poll() == 0, "the run wrote while the other one held the folder"
+    assert rc == 0 and time.monotonic() - start > 0.1
+    assert listing(case.tmp / "out") == ["labels.nii.gz"]
+
+
+@row("Outputs", "a shared research drive (umask 002)",
+     "outputs are created with the umask's permissions (rw-rw-r--), not a private 0600")
+def _umask(case: Case) -> None:
+    scan = case.scan()
+    previous = os.umask(0o002)
+    try:
+        assert case.cli("segment", scan, "-o", case.tmp / "out" / "labels.nii.gz", "--report", case.tmp / "r.json",
+                        "--stl-dir", case.tmp / "stl", "--models", case.models)[0] == 0
+    finally:
+        os.umask(previous)
+    for path in (case.tmp / "out" / "labels.nii.gz", case.tmp / "r.json", case.tmp / "stl" / "aneurysm_1.stl"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o664, path
+
+
+# -------------------------------------------------------------------------------------------- batch
+
+
+@row("Batch", "`a.nii.gz` and `a.mha` in one folder", "exit 2 naming both files: they would write the same outputs")
+def _batch_name_collision(case: Case) -> None:
+    folder = case.tmp / "cases"
+    folder.mkdir()
+    case.scan("cases/a.nii.gz")
+    case.scan("cases/A.mha")
+    line = case.error("segment", folder, "-o", case.tmp / "out", "--models", case.models)
+    assert "A.mha and a.nii.gz" in line and "would both write" in line
+    assert not (case.tmp / "out").exists()
+
+
+@row("Batch", "a file named `...nii.gz` (case name `..`) with `--stl-dir`",
+     "exit 2 naming the file; nothing is written outside the output folders")
+def _batch_traversal(case: Case) -> None:
+    folder = case.tmp / "cases"
+    folder.mkdir()
+    case.scan("cases/...nii.gz")
+    (case.tmp / "stl").mkdir()
+    line = case.error("segment", folder, "-o", case.tmp / "out", "--stl-dir", case.tmp / "stl", "--models", case.models)
+    assert "...nii.gz" in line and "cannot name output files" in line
+    assert listing(case.tmp) == ["cases", "cases/...nii.gz", "stl"]
+
+
+# ------------------------------------------------------------------------------------------ the table
+
+
+def render(rows: list[Row]) -> str:
+    """docs/bad-inputs.md as the rows say it."""
+    lines = ["# Bad inputs and what AneurysmSeg does with them", "",
+             "Generated from `Testing/test_bad_inputs.py`, which runs every row (the real command line or",
+             "library call on a real file) and fails when this file differs from the rows. Rewrite it with",
+             "", "    ANEURYSMSEG_WRITE_TABLE=1 python -m pytest -q Testing/test_bad_inputs.py -k table", "",
+             "Exit 2 means one line on stderr (`aneurysmseg segment: error: ...`) and nothing written;",
+             "`InputError` is what the Python API raises for the same input (a `ValueError`).", ""]
+    for area in dict.fromkeys(r.area for r in rows):
+        lines += [f"## {area}", "", "| Input | Expected behaviour |", "|---|---|"]
+        lines += [f"| {r.given} | {r.expected} |" for r in rows if r.area == area]
+        lines.append("")
+    return "\n".join(lines)
+
+
+@pytest.mark.parametrize("entry", ROWS, ids=[r.check.__name__.strip("_") for r in ROWS])
+def test_row(entry: Row, tmp_path: Path, request: pytest.FixtureRequest, capsys: pytest.CaptureFixture) -> None:
+    entry.check(Case(tmp_path, request, capsys))
+
+
+def test_the_table_in_docs_is_current() -> None:
+    text = render(ROWS)
+    if os.environ.get("ANEURYSMSEG_WRITE_TABLE"):
+        TABLE.write_text(text, encoding="utf-8")
+    assert TABLE.is_file() and TABLE.read_text(encoding="utf-8") == text, (
+        "docs/bad-inputs.md differs from the rows of Testing/test_bad_inputs.py; rewrite it with "
+        "ANEURYSMSEG_WRITE_TABLE=1 python -m pytest -q Testing/test_bad_inputs.py -k table")
