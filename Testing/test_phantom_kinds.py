@@ -21,7 +21,7 @@ SPACING = (2.4, 2.4, 1.9)  # 19 x 19 x 6.8 cm: the whole head on a coarse grid k
 SMALL = (64, 64, 28)  # rendered kinds with their own voxel size: a small field of view
 SEED = 11
 ARGS = dict(n_aneurysms=2, treated=True)
-RESAMPLED = {"matrix_zerofilled", "fine_0p2mm", "anisotropic", "coarse_1mm", "oblique"}
+RESAMPLED = {"matrix_zerofilled", "fine_0p2mm", "anisotropic", "coarse_1mm", "oblique", "cow_crop_challenge"}
 
 
 @functools.lru_cache(maxsize=None)
@@ -117,6 +117,9 @@ def test_fields_of_view(reference: PhantomCase) -> None:
     assert fat.any() and np.median(full[fat]) > 1.5 * np.median(full[reference.brain & (reference.vessels == 0)])
     masked = _case("background_masked")
     assert np.all(masked.image.array[~masked.head] == 0) and np.any(full[~masked.head] > 0)
+    challenge = _case("cow_crop_challenge")
+    assert challenge.image.array.shape == (35, 121, 146) and challenge.geometry.spacing == pytest.approx((0.3, 0.3, 0.6))
+    assert challenge.visible.any() and challenge.locations + challenge.treated_locations, "arteries and aneurysms in view"
     crop = _case("cow_crop")
     extent = np.asarray(crop.image.array.shape[::-1]) * np.asarray(crop.geometry.spacing)
     assert np.all(extent <= np.asarray(kinds.COW_CROP_MM) + np.asarray(SPACING))

@@ -34,6 +34,7 @@ class Kind:
     description: str
     overrides: dict = field(default_factory=dict)
     spacing: tuple[float, float, float] | None = None
+    shape_xyz: tuple[int, int, int] | None = None  # a fixed matrix (the caller's is ignored)
     transform: Callable[[PhantomCase, np.random.Generator], PhantomCase] | None = None
 
 
@@ -260,6 +261,11 @@ _KINDS = {k.name: k for k in (
     Kind("anisotropic", "0.3 x 0.3 x 1.0 mm voxels", spacing=(0.3, 0.3, 1.0)),
     Kind("coarse_1mm", "1.0 mm isotropic voxels", spacing=(1.0, 1.0, 1.0)),
     Kind("oblique", "slab tilted 25 degrees (oblique direction matrix)", {"oblique_deg": 25.0}),
+    # the issue's failing case: the field of view of challenge data such as TopCoW. The generator places
+    # the circle of Willis in the grid, so rendering this grid directly is the crop; the 7 mm offset
+    # centres the ring (anterior communicating artery to basilar tip) rather than the carotid termini.
+    Kind("cow_crop_challenge", "challenge-size circle-of-Willis crop: 146 x 121 x 35 voxels of 0.3 x 0.3 x 0.6 mm",
+         {"cow_offset_mm": [0.0, 7.0, 0.0]}, spacing=(0.3, 0.3, 0.6), shape_xyz=(146, 121, 35)),
 )}
 KINDS = tuple(_KINDS)  # the names, in the order benchmarks and tables list them
 
@@ -277,7 +283,7 @@ def _kind(kind: str) -> Kind:
 def renders(kind: str) -> bool:
     """Whether the kind changes how the case is rendered (scanner, voxel size) rather than transforming it."""
     k = _kind(kind)
-    return bool(k.overrides) or k.spacing is not None
+    return bool(k.overrides) or k.spacing is not None or k.shape_xyz is not None
 
 
 def apply_kind(case: PhantomCase, kind: str, seed: int) -> PhantomCase:
@@ -301,12 +307,12 @@ def make_kind(kind: str, seed: int, shape_xyz: Sequence[int] | None = None, spac
     The kind's generator parameters are applied first and ``overrides`` after them; a kind with its
     own voxel size (``fine_0p2mm``, ``anisotropic``, ``coarse_1mm``) replaces ``spacing`` and keeps
     ``shape_xyz`` (default 256 x 256 x 96), so a fine grid covers a small field of view as it does
-    on scanners. ``params.input_kind`` names the kind in the written params.json.
+    on scanners; ``cow_crop_challenge`` fixes both. ``params.input_kind`` names the kind in the written params.json.
     """
     k = _kind(kind)
     if k.spacing is not None:
         spacing = k.spacing
-        shape_xyz = shape_xyz or DEFAULT_SHAPE_XYZ
+        shape_xyz = k.shape_xyz or shape_xyz or DEFAULT_SHAPE_XYZ
     case = generate_case(seed, shape_xyz, spacing, scanner, **{**k.overrides, **overrides})
     if renders(kind):
         case.params.input_kind = kind
