@@ -1,13 +1,17 @@
 """3D Slicer module: segment cerebral aneurysms in a TOF-MRA (coarse-to-fine, DeepMedic + SE 3D U-Net).
 
 Thin by design: the pipeline lives in AneurysmSegLib (pure Python), the MRML work in
-AneurysmSegLib.slicer.scene (which also runs under slicer-core, where the pytest suite covers it). This file
+AneurysmSegLib.slicer (which also runs under slicer-core, where the pytest suite covers it). This file
 holds Slicer's scripted-module classes: module description, typed parameter node, widget, logic, test.
+
+Supported: Slicer 5.8 and later. Every Slicer API called here or in AneurysmSegLib.slicer is listed in
+Testing/slicer_api.py and checked against Slicer's sources at the release tags. MRML node classes of
+loadable modules (markups) are not imported at module load: before Slicer 5.10 they appear in
+``slicer`` only once their module is set up, and modules are set up in alphabetical order.
 """
 
 import importlib.util
 import logging
-import os
 from pathlib import Path
 from typing import Annotated, Callable, Optional
 
@@ -27,15 +31,12 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-from slicer import (
-    vtkMRMLMarkupsFiducialNode,
-    vtkMRMLScalarVolumeNode,
-    vtkMRMLSegmentationNode,
-    vtkMRMLTableNode,
-)
+#: Python packages the module needs besides Slicer's own numpy/SimpleITK/vtk (import name: pip name).
+#: torch is installed through the PyTorch extension (PyTorch Utils), never with a plain pip install.
+REQUIRED_PACKAGES = {"torch": None, "scipy": "scipy", "psutil": "psutil"}
 
-#: Python packages the pipeline needs (import name: pip name); Slicer's own numpy/SimpleITK/vtk are used as is.
-REQUIRED_PACKAGES = {"torch": "torch", "scipy": "scipy"}
+#: Oldest torch checked to load the bundled TorchScript weights and give the same labels (see README).
+MINIMUM_TORCH_VERSION = "2.0"
 
 
 def bundledDetectionThreshold(default: float = 0.5, modelFolder: Optional[Path] = None) -> float:
@@ -52,6 +53,13 @@ def bundledDetectionThreshold(default: float = 0.5, modelFolder: Optional[Path] 
     return value if 0.0 < value < 1.0 else default
 
 
+def loadTerminology() -> None:
+    """Register the module's terminology ("Aneurysm" of "Cerebral artery") with Slicer's terminologies."""
+    from AneurysmSegLib.slicer import scene
+
+    scene.loadTerminology(slicer.modules.terminologies.logic())
+
+
 #
 # AneurysmSeg
 #
@@ -65,20 +73,20 @@ class AneurysmSeg(ScriptedLoadableModule):
         self.parent.title = _("Aneurysm Segmentation")
         self.parent.categories = [translate("qSlicerAbstractCoreModule", "Segmentation")]
         self.parent.dependencies = []
-        self.parent.contributors = ["AneurysmSeg developers"]
+        self.parent.contributors = ["AneurysmSeg developers (AneurysmSeg team)"]
         self.parent.helpText = _("""
 Segments unruptured cerebral aneurysms in a 3D time-of-flight MR angiography with a coarse-to-fine
 method: a DeepMedic network proposes aneurysm regions (VOI seeds) along the arteries, then a
 dual-channel squeeze-and-excitation 3D U-Net segments a 64&sup3; volume of interest around each seed.
 <br><br>
-Each aneurysm becomes its own segment (SNOMED CT "Aneurysm"), with its volume, maximum diameter and
-centroid in a table. Move, delete or add seeds in the views and click "Refine from seeds" to re-run
-only the fine stage. "Export to STL" writes one surface per aneurysm.
+Each finding has a seed (S1, S2, ...), a segment (SNOMED CT "Aneurysm" of "Cerebral artery") and a row
+in the findings table: click a row to centre the views on it, accept or reject it. Move, delete or add
+seeds (also before any run) and click "Refine from seeds": only the fine stage runs, on the seeds that
+changed; segments you edited in the Segment Editor are kept unless you agree to replace them.
+"Export to STL" writes one surface per aneurysm.
 <br><br>
 <b>The bundled weights were trained on synthetic phantoms: for demonstration and testing, not for
 clinical use.</b>
-<br><br>
-See the <a href="https://github.com/AneurysmSeg/SlicerAneurysmSeg">project page</a> for details.
 """)
         self.parent.acknowledgementText = _("""
 The method follows Chen et al., coarse-to-fine segmentation of cerebral aneurysms in 3D TOF-MRA,
@@ -86,6 +94,7 @@ building on DeepMedic (Kamnitsas et al.), the 3D U-Net variant of Isensee et al.
 squeeze-and-excitation blocks (Hu et al.). The data layout follows the ADAM 2020 challenge.
 The module structure follows 3D Slicer's scripted module template.
 """)
+        slicer.app.connect("startupCompleted()", loadTerminology)
 
 
 #
@@ -96,24 +105,20 @@ The module structure follows 3D Slicer's scripted module template.
 @parameterNodeWrapper
 class AneurysmSegParameterNode:
     """
-    The parameters needed by module.
+    The parameters needed by module (the result nodes are referenced from the input volume).
 
     inputVolume - The TOF-MRA to segment.
     device - Where the networks run: auto (GPU when available), CPU or GPU.
     detectionThreshold - Probability above which the coarse stage proposes a region (default: the
         threshold stored with the bundled weights).
     stlFolder, stlCoordinateSystem - Where and in which coordinates STL files are written.
-    segmentation, seeds, table - The result nodes of the last run on the input volume.
     """
 
-    inputVolume: vtkMRMLScalarVolumeNode
+    inputVolume: slicer.vtkMRMLScalarVolumeNode
     device: Annotated[str, Choice(["auto", "CPU", "GPU"])] = "auto"
     detectionThreshold: Annotated[float, WithinRange(0.05, 0.99)] = bundledDetectionThreshold()
     stlFolder: Path = Path.home()
     stlCoordinateSystem: Annotated[str, Choice(["LPS", "RAS"])] = "LPS"
-    segmentation: vtkMRMLSegmentationNode
-    seeds: vtkMRMLMarkupsFiducialNode
-    table: vtkMRMLTableNode
 
 
 #
@@ -122,7 +127,8 @@ class AneurysmSegParameterNode:
 
 
 class AneurysmSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
-    """The module panel. Long work runs in a child process polled by a timer, so Slicer stays responsive."""
+    """The module panel. The networks run in a kept-alive worker process polled by a timer, so Slicer
+    stays responsive and a refine after "Segment" runs only the fine stage."""
 
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
@@ -130,9 +136,10 @@ class AneurysmSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic = None
         self._parameterNode = None
         self._parameterNodeGuiTag = None
-        self._task = None  # AneurysmSegLib.slicer.runners.BackgroundSegmentation while running
-        self._taskIsRefine = False
+        self._run = None  # AneurysmSegLib.slicer.runners.Run while the worker computes it
+        self._job = None
         self._pollTimer = None
+        self._seedsNode = None
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -156,9 +163,16 @@ class AneurysmSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.exportStlButton.connect("clicked(bool)", self.onExportStlButton)
         self.ui.installDependenciesButton.connect("clicked(bool)", self.onInstallDependencies)
         self.ui.loadSampleButton.connect("clicked(bool)", self.onLoadSample)
+        self.ui.acceptButton.connect("clicked(bool)", lambda: self.onReview(accept=True))
+        self.ui.rejectButton.connect("clicked(bool)", lambda: self.onReview(accept=False))
         self.ui.inputVolumeSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onInputVolumeChanged)
+        self.ui.resultsTableView.connect("selectionChanged()", self.onFindingSelected)
 
         self.ui.voiSizeLabel.text = self.logic.voiDescription()
+        try:  # also when the module is reloaded after start-up (startupCompleted has passed)
+            loadTerminology()
+        except Exception as exc:
+            logging.warning("AneurysmSeg: the terminology could not be loaded: %s", exc)
         self.updateDependenciesMessage()
         self.initializeParameterNode()
 
@@ -167,6 +181,8 @@ class AneurysmSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.cancelTask()
         if self._pollTimer:
             self._pollTimer.stop()
+        if self.logic:
+            self.logic.stopWorker()
         self.removeObservers()
 
     def enter(self) -> None:
@@ -207,39 +223,66 @@ class AneurysmSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # -- state shown in the panel
 
     def onInputVolumeChanged(self, node) -> None:
-        """Results belong to a volume: show the ones an earlier run made for this one (or none)."""
-        if not self._parameterNode or self._task:
+        """Results belong to a volume: show its seeds (created empty, so seeds can be placed before any
+        run), findings and table."""
+        if not self._parameterNode or self._run is not None:
             return
-        self.setResultNodes(*self.logic.resultNodes(node))
-
-    def setResultNodes(self, segmentation, seeds, table) -> None:
-        self._parameterNode.segmentation = segmentation
-        self._parameterNode.seeds = seeds
-        self._parameterNode.table = table
         self.showResultNodes()
 
     def showResultNodes(self) -> None:
         p = self._parameterNode
-        self.ui.seedsMarkupsWidget.setCurrentNode(p.seeds if p else None)
-        self.ui.segmentsTableView.setSegmentationNode(p.segmentation if p else None)
-        self.ui.resultsTableView.setMRMLTableNode(p.table if p else None)
+        volume = p.inputVolume if p else None
+        segmentation, seeds, table = self.logic.resultNodes(volume)
+        if volume is not None and seeds is None:
+            seeds = self.logic.seedsNode(volume)
+        self.observeSeeds(seeds)
+        self.ui.seedsMarkupsWidget.setCurrentNode(seeds)
+        self.ui.segmentsTableView.setSegmentationNode(segmentation)
+        self.ui.resultsTableView.setMRMLTableNode(table)
+        self.updateButtons()
+
+    def observeSeeds(self, seedsNode) -> None:
+        """Keep the seed labels unique (S1, S2, ...) as the user places points; update the buttons."""
+        if self._seedsNode is seedsNode:
+            return
+        if self._seedsNode is not None:
+            self.removeObserver(self._seedsNode, self._seedsNode.PointPositionDefinedEvent, self.onSeedsChanged)
+            self.removeObserver(self._seedsNode, self._seedsNode.PointRemovedEvent, self.onSeedsChanged)
+        self._seedsNode = seedsNode
+        if seedsNode is not None:
+            self.addObserver(seedsNode, seedsNode.PointPositionDefinedEvent, self.onSeedsChanged)
+            self.addObserver(seedsNode, seedsNode.PointRemovedEvent, self.onSeedsChanged)
+
+    def onSeedsChanged(self, caller, event) -> None:
+        from AneurysmSegLib.slicer import scene
+
+        scene.seedNumbering(caller)
+        self.updateButtons()
 
     def updateButtons(self, caller=None, event=None) -> None:
         p = self._parameterNode
-        running = self._task is not None
+        running = self._run is not None
+        refining = running and self._run.kind == "refine"
         hasInput = bool(p and p.inputVolume)
-        self.ui.segmentButton.enabled = running or hasInput
-        self.ui.segmentButton.text = _("Cancel") if running else _("Segment aneurysms")
-        self.ui.refineButton.enabled = (not running and hasInput and p.seeds is not None)
-        self.ui.refineButton.text = (_("Cancel") if running and self._taskIsRefine else _("Refine from seeds"))
-        if running and self._taskIsRefine:
-            self.ui.refineButton.enabled = True
-            self.ui.segmentButton.enabled = False
-        hasSegments = bool(p and p.segmentation and p.segmentation.GetSegmentation().GetNumberOfSegments() > 0)
-        self.ui.exportStlButton.enabled = hasSegments and not running
+        segmentation, seeds, table = self.logic.resultNodes(p.inputVolume if hasInput else None)
+        hasSeeds = bool(seeds and seeds.GetNumberOfControlPoints() > 0)
+        hasFindings = bool(table and table.GetNumberOfRows() > 0)
+        self.ui.segmentButton.enabled = (running and not refining) or (hasInput and not running)
+        self.ui.segmentButton.text = _("Cancel") if running and not refining else _("Segment aneurysms")
+        self.ui.refineButton.enabled = refining or (not running and hasInput and (hasSeeds or hasFindings))
+        self.ui.refineButton.text = _("Cancel") if refining else _("Refine from seeds")
+        self.ui.exportStlButton.enabled = hasFindings and not running
+        self.ui.acceptButton.enabled = self.ui.rejectButton.enabled = hasFindings and not running
         for widget in (self.ui.inputVolumeSelector, self.ui.deviceComboBox, self.ui.detectionThresholdSliderWidget,
                        self.ui.loadSampleButton):
             widget.enabled = not running
+
+    def setStatus(self, text: str, progress: Optional[float] = None) -> None:
+        """One readable line in the panel and in Slicer's status bar."""
+        self.ui.statusLabel.text = text
+        if progress is not None:
+            self.ui.progressBar.value = int(round(100 * progress))
+        slicer.util.showStatusMessage(f"AneurysmSeg: {text}", 5000)
 
     def updateDependenciesMessage(self) -> bool:
         """Show what is missing (packages, weights); True when everything is there."""
@@ -263,11 +306,15 @@ class AneurysmSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.updateDependenciesMessage()
             return
         if not slicer.util.confirmOkCancelDisplay(
-                _("AneurysmSeg needs these Python packages: {packages}.\nInstall them now? This may take several "
-                  "minutes and needs an internet connection.").format(packages=", ".join(missing))):
+                _("AneurysmSeg needs these Python packages: {packages}.\nPyTorch is installed by the PyTorch "
+                  "extension (the build that suits this computer's GPU, or the CPU build).\nInstall them now? "
+                  "This may take several minutes and needs an internet connection.").format(
+                      packages=", ".join(missing))):
             return
         with slicer.util.tryWithErrorDisplay(_("Installing the Python packages failed."), waitCursor=True):
+            self.setStatus(_("Installing {packages}...").format(packages=", ".join(missing)))
             self.logic.installPackages(missing)
+            self.setStatus(_("Python packages installed."))
         self.updateDependenciesMessage()
 
     def onLoadSample(self) -> None:
@@ -276,83 +323,128 @@ class AneurysmSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._parameterNode.inputVolume = volumeNode
 
     def onSegmentButton(self) -> None:
-        if self._task is not None:
+        if self._run is not None:
             self.cancelTask()
             return
         self.startTask(refine=False)
 
     def onRefineButton(self) -> None:
-        if self._task is not None:
+        if self._run is not None:
             self.cancelTask()
             return
         self.startTask(refine=True)
+
+    def askReplaceEdited(self, conflicts) -> bool:
+        names = ", ".join(sorted({c.segmentId for c in conflicts}))
+        return slicer.util.confirmYesNoDisplay(
+            _("You edited these segments by hand: {names}.\nReplace your edits with a new segmentation? "
+              "(No keeps them as they are.)").format(names=names))
 
     def startTask(self, refine: bool) -> None:
         if not self.updateDependenciesMessage():
             slicer.util.errorDisplay(self.ui.dependenciesLabel.text)
             return
         p = self._parameterNode
-        with slicer.util.tryWithErrorDisplay(_("Could not start the segmentation."), waitCursor=True):
-            if refine:
-                task = self.logic.startRefinement(p.inputVolume, p.seeds, device=p.device)
-            else:
-                task = self.logic.startSegmentation(p.inputVolume, detectionThreshold=p.detectionThreshold,
-                                                    device=p.device)
-            if task.process is not None:
-                logging.info("AneurysmSeg: running %s", " ".join(task.command()))
-            self._task, self._taskIsRefine = task, refine
-            self.ui.progressBar.value = 0
-            self.ui.statusLabel.text = _("Refining from seeds...") if refine else _("Segmenting...")
-            self._pollTimer.start()
+        try:
+            run = self.logic.prepareRun(p.inputVolume, refine=refine)
+            if run.editedConflicts and self.askReplaceEdited(run.editedConflicts):
+                run = self.logic.prepareRun(p.inputVolume, refine=refine, replaceEdited=True)
+            job = self.logic.submitRun(run, detectionThreshold=p.detectionThreshold, device=p.device)
+        except Exception as exc:
+            self.showError(_("Could not start the segmentation."), exc)
+            return
+        if job is None:  # nothing changed that needs the networks (e.g. seeds deleted only)
+            self.finishRun(run, None)
+            return
+        self._run, self._job = run, job
+        self.setStatus(job.status, 0.0)
+        self._pollTimer.start()
         self.updateButtons()
 
     def onPollTask(self) -> None:
-        task = self._task
-        if task is None:
+        run = self._run
+        if run is None:
             self._pollTimer.stop()
             return
-        finished = task.poll()
-        self.ui.progressBar.value = int(round(100 * task.progress))
-        if task.status:
-            self.ui.statusLabel.text = task.status
-        if not finished:
+        job = self.logic.pollWorker()
+        if job is None:
+            return
+        self.setStatus(job.status, job.progress)
+        if not job.finished:
             return
         self._pollTimer.stop()
-        self._task = None
-        try:
-            with slicer.util.tryWithErrorDisplay(_("Segmentation failed."), waitCursor=True):
-                try:
-                    segmentation, seeds, table = self.logic.finishTask(task)
-                except Exception:
-                    self.ui.statusLabel.text = _("Failed: {reason}").format(reason=task.errorMessage())
-                    raise
-                self.setResultNodes(segmentation, seeds, table)
-                count = segmentation.GetSegmentation().GetNumberOfSegments()
-                self.ui.progressBar.value = 100
-                self.ui.statusLabel.text = _("Done: {count} aneurysm(s) found.").format(count=count)
-        finally:
-            task.cleanup()
-            self.updateButtons()
+        self._run = self._job = None
+        if job.state == "cancelled":
+            self.setStatus(_("Cancelled; the scene is unchanged."), 0.0)
+        elif job.state == "failed":
+            logging.error("AneurysmSeg: %s\n%s", job.message, job.details)
+            self.setStatus(_("Failed: {reason}").format(reason=job.message), 0.0)
+            slicer.util.errorDisplay(_("Segmentation failed: {reason}").format(reason=job.message),
+                                     detailedText=job.details)
+        else:
+            try:
+                self.finishRun(run, job.result())
+            except Exception as exc:
+                self.showError(_("The result could not be put in the scene."), exc)
+        self.updateButtons()
+
+    def finishRun(self, run, result) -> None:
+        with slicer.util.WaitCursor():
+            segmentation, seeds, table = self.logic.applyRun(run, result)
+        self.showResultNodes()
+        rows = table.GetNumberOfRows()
+        self.setStatus(_("Done: {count} finding(s). Click a row to see it; accept or reject it.").format(count=rows),
+                       1.0)
+
+    def showError(self, message: str, exc: Exception) -> None:
+        """A message box with the reason; the traceback goes to the log (and the box's details)."""
+        import traceback
+
+        details = traceback.format_exc()
+        logging.error("AneurysmSeg: %s %s\n%s", message, exc, details)
+        self.setStatus(f"{message} {exc}", 0.0)
+        slicer.util.errorDisplay(f"{message}\n{exc}", detailedText=details)
 
     def cancelTask(self) -> None:
-        """Kill the running process; the scene is left exactly as it was."""
-        if self._task is None:
+        """Stop the running job (the worker keeps its models; it is killed if it does not stop)."""
+        if self._run is None or self.logic is None:
             return
-        if self._pollTimer:
-            self._pollTimer.stop()
-        self._task.cancel()
-        self._task = None
+        self.logic.cancelWorker()
         if hasattr(self, "ui"):
-            self.ui.progressBar.value = 0
-            self.ui.statusLabel.text = _("Cancelled; the scene is unchanged.")
-            self.updateButtons()
+            self.setStatus(_("Cancelling..."))
+
+    def selectedFinding(self) -> str:
+        """The seed ID of the table's current row (the view may be sorted: map to the table's row)."""
+        view = self.ui.resultsTableView
+        table = view.mrmlTableNode()
+        index = view.currentIndex()
+        if table is None or not index.isValid():
+            return ""
+        return self.logic.findingOfRow(table, view.sortFilterProxyModel().mapToSource(index).row())
+
+    def onFindingSelected(self) -> None:
+        seedId = self.selectedFinding()
+        if seedId and self._parameterNode and self._parameterNode.inputVolume:
+            with slicer.util.tryWithErrorDisplay(_("Could not show the finding.")):
+                self.logic.jumpToFinding(self._parameterNode.inputVolume, seedId)
+
+    def onReview(self, accept: bool) -> None:
+        seedId = self.selectedFinding()
+        if not seedId:
+            self.setStatus(_("Select a finding in the table first."))
+            return
+        with slicer.util.tryWithErrorDisplay(_("Could not change the finding.")):
+            self.logic.reviewFinding(self._parameterNode.inputVolume, seedId, accept)
+            self.setStatus(_("Finding accepted.") if accept else _("Finding rejected: removed, and not proposed again."))
+        self.updateButtons()
 
     def onExportStlButton(self) -> None:
         p = self._parameterNode
+        segmentation, _seeds, _table = self.logic.resultNodes(p.inputVolume)
         with slicer.util.tryWithErrorDisplay(_("STL export failed."), waitCursor=True):
-            paths = self.logic.exportStl(p.segmentation, p.stlFolder, p.stlCoordinateSystem)
-            self.ui.statusLabel.text = _("Wrote {count} STL file(s) ({cs}) to {folder}.").format(
-                count=len(paths), cs=p.stlCoordinateSystem, folder=p.stlFolder)
+            paths = self.logic.exportStl(segmentation, p.stlFolder, p.stlCoordinateSystem)
+            self.setStatus(_("Wrote {count} STL file(s) ({cs}) to {folder}.").format(
+                count=len(paths), cs=p.stlCoordinateSystem, folder=p.stlFolder))
 
 
 #
@@ -363,9 +455,9 @@ class AneurysmSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 class AneurysmSegLogic(ScriptedLoadableModuleLogic):
     """Everything the module does, usable without the GUI (scripts, the self-test, the widget).
 
-    ``segment``/``refine`` run the pipeline in this process and block; ``startSegmentation``/
-    ``startRefinement`` run it in a child process for the widget. Both end in
-    ``AneurysmSegLib.scene.updateResultNodes``, the only place the scene changes.
+    ``segment``/``refine`` run the pipeline in this process and block; ``prepareRun``/``submitRun``/
+    ``pollWorker``/``applyRun`` use the kept-alive worker process, as the widget does. Both paths plan
+    and apply with AneurysmSegLib.slicer (runners, findings), the only code that changes the scene.
     """
 
     #: Model folder (manifest + TorchScript); None means the weights bundled in Resources/Models.
@@ -376,6 +468,8 @@ class AneurysmSegLogic(ScriptedLoadableModuleLogic):
         ScriptedLoadableModuleLogic.__init__(self)
         self._models = {}
         self._preprocessed = {}  # the last volume's preprocessed scan, so refining runs the fine stage only
+        self._worker = None
+        self._workerSettings = None
 
     def getParameterNode(self):
         return AneurysmSegParameterNode(super().getParameterNode())
@@ -394,24 +488,49 @@ class AneurysmSegLogic(ScriptedLoadableModuleLogic):
         return self.moduleDirectory() / "Resources" / "Sample" / "location.txt"
 
     @staticmethod
-    def missingPackages() -> list:
-        """Required packages that cannot be imported (checked without importing them)."""
-        return [pip for module, pip in REQUIRED_PACKAGES.items() if importlib.util.find_spec(module) is None]
+    def installedTorchVersion() -> Optional[str]:
+        """torch's version without importing it (None when not installed)."""
+        import importlib.metadata
+
+        try:
+            return importlib.metadata.version("torch")
+        except importlib.metadata.PackageNotFoundError:
+            return None
+
+    @classmethod
+    def missingPackages(cls) -> list:
+        """Required packages that cannot be imported (checked without importing them); torch older
+        than MINIMUM_TORCH_VERSION counts as missing."""
+        missing = [module for module in REQUIRED_PACKAGES if importlib.util.find_spec(module) is None]
+        version = cls.installedTorchVersion()
+        if "torch" not in missing and version is not None and cls.versionTuple(version) < cls.versionTuple(
+                MINIMUM_TORCH_VERSION):
+            missing.append("torch")
+        return missing
+
+    @staticmethod
+    def versionTuple(version: str) -> tuple:
+        parts = []
+        for part in version.split("+")[0].split(".")[:3]:
+            digits = "".join(ch for ch in part if ch.isdigit())
+            parts.append(int(digits) if digits else 0)
+        return tuple(parts)
 
     @staticmethod
     def installPackages(packages: list) -> None:
-        """Install missing packages; torch through the PyTorch Utils extension when it is installed
-        (it picks the build matching the GPU driver), everything else with pip. Never at import time."""
+        """Install missing packages after the caller's one confirmation: torch through PyTorch Utils
+        (the PyTorch extension picks the build for this computer's GPU or CPU), the rest with pip."""
         if "torch" in packages:
-            if hasattr(slicer.modules, "pytorchutils"):
+            try:
                 import PyTorchUtils
-
-                torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=True)
-                if torch is None:
-                    raise RuntimeError(_("PyTorch was not installed."))
-            else:
-                slicer.util.pip_install("torch")
-        others = [p for p in packages if p != "torch"]
+            except ModuleNotFoundError as exc:
+                raise RuntimeError(_("AneurysmSeg needs the PyTorch extension: install it from the Extensions "
+                                     "Manager and restart Slicer.")) from exc
+            torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(
+                askConfirmation=False, torchVersionRequirement=f">={MINIMUM_TORCH_VERSION}")
+            if torch is None:
+                raise RuntimeError(_("PyTorch was not installed."))
+        others = [REQUIRED_PACKAGES[p] for p in packages if p != "torch" and REQUIRED_PACKAGES.get(p)]
         if others:
             slicer.util.pip_install(" ".join(others))
 
@@ -459,43 +578,70 @@ class AneurysmSegLogic(ScriptedLoadableModuleLogic):
             self._models[key] = load_models(self.modelDir, device=key[0])
         return self._models[key]
 
-    # -- synchronous API (scripts, tests)
+    # -- result nodes and review
 
     @staticmethod
     def resultNodes(volumeNode) -> tuple:
-        """(segmentation, seeds, table) made by an earlier run on ``volumeNode``; None where absent."""
+        """(segmentation, seeds, table) of ``volumeNode``'s findings; None where absent."""
         from AneurysmSegLib.slicer import scene
 
         return scene.resultNodesOf(volumeNode) if volumeNode else (None, None, None)
 
+    @staticmethod
+    def seedsNode(volumeNode):
+        """The volume's seeds (created empty when missing, so seeds can be placed before any run)."""
+        from AneurysmSegLib.slicer import findings
+
+        return findings.seedsNodeFor(volumeNode)
+
+    @staticmethod
+    def findingOfRow(tableNode, row: int) -> str:
+        from AneurysmSegLib.slicer import findings
+
+        return findings.seedIdOfRow(tableNode, row)
+
+    @staticmethod
+    def jumpToFinding(volumeNode, seedId: str):
+        from AneurysmSegLib.slicer import findings
+
+        return findings.jumpTo(volumeNode, seedId)
+
+    @staticmethod
+    def reviewFinding(volumeNode, seedId: str, accept: bool) -> None:
+        from AneurysmSegLib.slicer import findings
+
+        if accept:
+            findings.setAccepted(volumeNode, seedId, True)
+        else:
+            findings.reject(volumeNode, seedId)
+
+    # -- synchronous API (scripts, tests)
+
     def segment(self, volumeNode, detectionThreshold: Optional[float] = None, device: str = "auto",
                 progress: Optional[Callable[[float, str], None]] = None,
-                cancel: Optional[Callable[[], bool]] = None):
-        """Detect and segment; returns (segmentationNode, seedsNode, tableNode), or None if cancelled
-        (the scene is then unchanged). Re-running updates the same nodes. ``detectionThreshold=None``
-        uses the threshold stored in the models' manifest."""
-        from AneurysmSegLib.slicer import runners, scene
+                cancel: Optional[Callable[[], bool]] = None, replaceEdited: bool = False):
+        """Detect and segment in this process; returns (segmentationNode, seedsNode, tableNode), or None
+        if cancelled (the scene is then unchanged). Accepted and hand-edited findings are kept."""
+        from AneurysmSegLib.slicer import runners
 
-        result = runners.runPipeline(volumeNode, detect=True, detectionThreshold=detectionThreshold,
-                                   models=self._loadedModels(device), progress=progress, cancel=cancel,
-                                   preprocessedCache=self._preprocessed)
-        if result is None:
-            return None
-        return scene.updateResultNodes(volumeNode, result, *self.resultNodes(volumeNode))
+        run = runners.prepareSegment(volumeNode, replaceEdited=replaceEdited)
+        result = runners.runInProcess(run, self._loadedModels(device), self._preprocessed, detectionThreshold,
+                                      progress, cancel)
+        return None if result is None else runners.applyRun(run, result)
 
-    def refine(self, volumeNode, seedsNode, device: str = "auto",
-               progress: Optional[Callable[[float, str], None]] = None,
-               cancel: Optional[Callable[[], bool]] = None):
-        """Fine stage only, one VOI per current seed: moved seeds move their segments, deleted seeds
-        remove theirs, new seeds add segments. Returns the result nodes, or None if cancelled."""
-        from AneurysmSegLib.slicer import runners, scene
+    def refine(self, volumeNode, device: str = "auto", progress: Optional[Callable[[float, str], None]] = None,
+               cancel: Optional[Callable[[], bool]] = None, replaceEdited: bool = False):
+        """Fine stage only, on the seeds that are new or moved; deleted seeds remove their segments,
+        unchanged and hand-edited ones stay. Returns the result nodes, or None if cancelled."""
+        from AneurysmSegLib.slicer import runners
 
-        result = runners.refineFromSeeds(volumeNode, seedsNode, models=self._loadedModels(device),
-                                       progress=progress, cancel=cancel, preprocessedCache=self._preprocessed)
-        if result is None:
-            return None
-        segmentation, previousSeeds, table = self.resultNodes(volumeNode)
-        return scene.updateResultNodes(volumeNode, result, segmentation, seedsNode or previousSeeds, table)
+        run = runners.prepareRefine(volumeNode, replaceEdited=replaceEdited)
+        result = None
+        if run.needsPipeline:
+            result = runners.runInProcess(run, self._loadedModels(device), self._preprocessed, None, progress, cancel)
+            if result is None:
+                return None
+        return runners.applyRun(run, result)
 
     def exportStl(self, segmentationNode, folder, coordinateSystem: str = "LPS") -> list:
         """One STL per aneurysm segment into ``folder`` (LPS or RAS); returns the file paths."""
@@ -503,35 +649,49 @@ class AneurysmSegLogic(ScriptedLoadableModuleLogic):
 
         return scene.exportStl(segmentationNode, folder, coordinateSystem)
 
-    # -- background API (the widget)
+    # -- the kept-alive worker (the widget, the background self-test)
 
-    def startSegmentation(self, volumeNode, detectionThreshold: Optional[float] = None, device: str = "auto"):
-        """Start ``aneurysmseg segment`` in a child process; poll the returned task, then call finishTask."""
+    def prepareRun(self, volumeNode, refine: bool, replaceEdited: bool = False):
         from AneurysmSegLib.slicer import runners
 
-        task = runners.BackgroundSegmentation(volumeNode, detect=True, detectionThreshold=detectionThreshold,
-                                            device=self._deviceArgument(device), modelDir=self.modelDir)
-        task.start()
-        return task
+        if volumeNode is None:
+            raise ValueError(_("Select a TOF-MRA volume first."))
+        return (runners.prepareRefine if refine else runners.prepareSegment)(volumeNode, replaceEdited=replaceEdited)
 
-    def startRefinement(self, volumeNode, seedsNode, device: str = "auto"):
-        """Start the fine stage only (``--no-detect --seeds``) from the current seeds in a child process."""
-        from AneurysmSegLib.slicer import runners, scene
+    def worker(self, device: str = "auto"):
+        """The worker client for these settings (restarted when the device or model folder changes)."""
+        from AneurysmSegLib.slicer.worker import WorkerClient
 
-        task = runners.BackgroundSegmentation(volumeNode, seeds=scene.seedsFromMarkupsNode(seedsNode), detect=False,
-                                            device=self._deviceArgument(device), modelDir=self.modelDir)
-        task.resultSeedsNode = seedsNode
-        task.start()
-        return task
+        settings = (self._deviceArgument(device), self.modelDir)
+        if self._worker is None or self._workerSettings != settings:
+            self.stopWorker()
+            self._worker = WorkerClient(modelDir=self.modelDir, device=settings[0], log=logging.info)
+            self._workerSettings = settings
+        return self._worker
 
-    def finishTask(self, task):
-        """Put a finished task's result into the scene (raises the process's error if it failed)."""
-        from AneurysmSegLib.slicer import scene
+    def submitRun(self, run, detectionThreshold: Optional[float] = None, device: str = "auto"):
+        """Send ``run`` to the worker; returns its job (None when no network has to run)."""
+        from AneurysmSegLib.slicer import runners
 
-        result = task.result()
-        segmentation, seeds, table = self.resultNodes(task.volumeNode)
-        seeds = getattr(task, "resultSeedsNode", None) or seeds
-        return scene.updateResultNodes(task.volumeNode, result, segmentation, seeds, table)
+        return runners.submit(run, self.worker(device), detectionThreshold)
+
+    def pollWorker(self):
+        return self._worker.poll() if self._worker is not None else None
+
+    def cancelWorker(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+
+    def stopWorker(self) -> None:
+        if self._worker is not None:
+            self._worker.stop()
+            self._worker = None
+
+    @staticmethod
+    def applyRun(run, result):
+        from AneurysmSegLib.slicer import runners
+
+        return runners.applyRun(run, result)
 
 
 #
@@ -540,59 +700,123 @@ class AneurysmSegLogic(ScriptedLoadableModuleLogic):
 
 
 class AneurysmSegTest(ScriptedLoadableModuleTest):
-    """Self-test run by Slicer's test runner: the bundled sample end to end."""
+    """Self-tests run by Slicer's test runner.
+
+    test_FindingsWithoutNetworks runs everywhere, also on extension build machines without torch: the
+    sample's reference labels as findings (terminology, table, jump, accept/reject, seeds before a
+    run). test_BackgroundSegmentation needs torch (it is skipped, with a message, without it): the
+    bundled sample through the worker process the panel uses, then a refine of a moved seed."""
 
     def setUp(self):
         slicer.mrmlScene.Clear()
 
     def runTest(self):
         self.setUp()
-        self.test_SegmentSample()
+        self.test_FindingsWithoutNetworks()
+        self.setUp()
+        self.test_BackgroundSegmentation()
 
-    def test_SegmentSample(self):
-        import tempfile
+    def test_FindingsWithoutNetworks(self):
+        import numpy as np
+        import SimpleITK as sitk
 
-        self.delayDisplay("Loading the bundled sample")
+        from AneurysmSegLib.core.result import Aneurysm, Seed, SegmentationResult
+        from AneurysmSegLib.slicer import scene
+
+        self.delayDisplay("Seeds before any run, the terminology, reference findings")
         logic = AneurysmSegLogic()
+        loadTerminology()
         volumeNode = logic.loadSample()
-        self.assertIsNotNone(volumeNode)
-
-        self.delayDisplay("Segmenting")
-        segmentation, seeds, table = logic.segment(volumeNode, device="CPU")
-        self.assertGreaterEqual(segmentation.GetSegmentation().GetNumberOfSegments(), 1)
-        self.assertEqual(table.GetNumberOfRows(), segmentation.GetSegmentation().GetNumberOfSegments())
-        self.assertGreaterEqual(seeds.GetNumberOfControlPoints(), 1)
-
-        # every reference aneurysm (location.txt: voxel x, y, z, radius mm) is found by ADAM's rule:
-        # a segment's centroid (table, RAS) lies within the aneurysm's radius
+        seeds = logic.seedsNode(volumeNode)
+        self.assertEqual(seeds.GetNumberOfControlPoints(), 0)
         truth = self.referenceAneurysms(logic, volumeNode)
-        self.assertGreaterEqual(len(truth), 1)
-        self.assertAllFound(table, truth)
+        labels = sitk.GetArrayFromImage(sitk.ReadImage(str(logic.sampleLocationsPath().parent / "aneurysms.nii.gz")))
+        image = scene.imageFromVolumeNode(volumeNode)
+        from scipy import ndimage
 
-        self.delayDisplay("Re-running updates the same nodes")
-        nodeCount = slicer.mrmlScene.GetNumberOfNodes()
-        again = logic.segment(volumeNode, device="CPU")
-        self.assertEqual(again[0].GetID(), segmentation.GetID())
-        self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), nodeCount)
+        components, count = ndimage.label(labels > 0)
+        self.assertEqual(count, len(truth))
+        resultSeeds, aneurysms = [], []
+        for label in range(1, count + 1):
+            centroid = image.geometry.index_to_lps(np.array(ndimage.center_of_mass(components == label))[::-1])
+            seed = Seed(position_lps=tuple(float(v) for v in centroid), confidence=0.9, source="detector")
+            resultSeeds.append(seed)
+            aneurysms.append(Aneurysm(id=label, seed=seed, centroid_lps=tuple(float(v) for v in centroid),
+                                      centroid_voxel=(0.0, 0.0, 0.0), volume_mm3=1.0, max_diameter_mm=1.0,
+                                      confidence=0.9, voxel_count=int((components == label).sum())))
+        result = SegmentationResult(components.astype(np.uint16), image.geometry, aneurysms, resultSeeds)
+        segmentation, seeds, table = logic.applyRun(logic.prepareRun(volumeNode, refine=False), result)
+        self.assertEqual(table.GetNumberOfRows(), count)
+        segment = segmentation.GetSegmentation().GetNthSegment(0)
+        tag = vtk.reference("")
+        self.assertTrue(segment.GetTag(segment.GetTerminologyEntryTagName(), tag))
+        self.assertIn("SCT^85659009^Aneurysm", str(tag))
 
-        self.delayDisplay("Exporting STL")
-        with tempfile.TemporaryDirectory() as folder:
-            paths = logic.exportStl(segmentation, folder, "LPS")
-            self.assertEqual(len(paths), segmentation.GetSegmentation().GetNumberOfSegments())
-            self.assertTrue(all(os.path.getsize(p) > 84 for p in paths))
+        self.delayDisplay("A click on a finding centres the views on it")
+        seedId = logic.findingOfRow(table, 0)
+        position = logic.jumpToFinding(volumeNode, seedId)
+        matrix = slicer.app.layoutManager().sliceWidget("Red").mrmlSliceNode().GetSliceToRAS()
+        self.assertLess(np.linalg.norm([matrix.GetElement(i, 3) - position[i] for i in range(3)]), 1.0)
 
-        self.delayDisplay("Deleting every seed and refining removes every segment")
-        seeds.RemoveAllControlPoints()
-        logic.refine(volumeNode, seeds, device="CPU")
-        self.assertEqual(segmentation.GetSegmentation().GetNumberOfSegments(), 0)
-        self.assertEqual(table.GetNumberOfRows(), 0)
+        self.delayDisplay("Accept, reject; a refine keeps both decisions")
+        logic.reviewFinding(volumeNode, seedId, accept=True)
+        if count > 1:
+            logic.reviewFinding(volumeNode, logic.findingOfRow(table, 1), accept=False)
+        kept = table.GetNumberOfRows()
+        run = logic.prepareRun(volumeNode, refine=True)
+        self.assertFalse(run.needsPipeline)
+        logic.applyRun(run, None)
+        self.assertEqual(table.GetNumberOfRows(), kept)
+        self.assertEqual(table.GetCellText(0, 1), "accepted")
 
-        self.delayDisplay("A seed placed on each aneurysm and refining finds them again")
-        for centre, _radius in truth:
-            seeds.AddControlPoint(vtk.vtkVector3d(*centre), "")
-        logic.refine(volumeNode, seeds, device="CPU")
-        self.assertEqual(segmentation.GetSegmentation().GetNumberOfSegments(), len(truth))
-        self.assertAllFound(table, truth)
+        self.delayDisplay("New seeds continue the numbering")
+        index = seeds.AddControlPoint(vtk.vtkVector3d(0, 0, 0))
+        scene.seedNumbering(seeds)
+        labels = [seeds.GetNthControlPointLabel(i) for i in range(seeds.GetNumberOfControlPoints())]
+        self.assertEqual(len(set(labels)), len(labels))
+        self.assertEqual(seeds.GetNthControlPointLabel(index), f"S{count + 1}")
+        self.delayDisplay("Test passed")
+
+    def test_BackgroundSegmentation(self):
+        import time
+
+        import numpy as np
+
+        logic = AneurysmSegLogic()
+        if logic.missingPackages():
+            self.delayDisplay("Skipping the network test: missing " + ", ".join(logic.missingPackages()))
+            return
+        self.delayDisplay("Segmenting the bundled sample in the worker process")
+        volumeNode = logic.loadSample()
+
+        def runInWorker(refine: bool):
+            run = logic.prepareRun(volumeNode, refine=refine)
+            job = logic.submitRun(run, device="CPU")
+            deadline = time.monotonic() + 1800
+            while job is not None and not job.finished:
+                self.assertLess(time.monotonic(), deadline)
+                slicer.app.processEvents()
+                logic.pollWorker()
+                time.sleep(0.2)
+            if job is not None:
+                self.assertEqual(job.state, "done", job.message)
+            return job, logic.applyRun(run, job.result() if job is not None else None)
+
+        try:
+            job, (segmentation, seeds, table) = runInWorker(refine=False)
+            truth = self.referenceAneurysms(logic, volumeNode)
+            self.assertAllFound(table, truth)
+
+            self.delayDisplay("Move a seed onto each reference aneurysm; refine runs the fine stage only")
+            for centre, _radius in truth:
+                seeds.AddControlPoint(vtk.vtkVector3d(*(np.asarray(centre) + 0.5)), "")
+            job, _nodes = runInWorker(refine=True)
+            report = job.result()
+            self.assertNotIn("detect", report.timings)
+            self.assertNotIn("preprocess", report.timings)
+            self.assertAllFound(table, truth)
+        finally:
+            logic.stopWorker()
         self.delayDisplay("Test passed")
 
     @staticmethod
@@ -612,7 +836,8 @@ class AneurysmSegTest(ScriptedLoadableModuleTest):
     def assertAllFound(self, table, truth) -> None:
         import numpy as np
 
-        centroids = np.array([[float(table.GetCellText(r, c)) for c in (4, 5, 6)] for r in range(table.GetNumberOfRows())])
+        columns = [table.GetColumnIndex(name) for name in ("Centroid R", "Centroid A", "Centroid S")]
+        centroids = np.array([[float(table.GetCellText(r, c)) for c in columns] for r in range(table.GetNumberOfRows())])
         self.assertGreater(len(centroids), 0)
         for centre, radius in truth:
             self.assertLessEqual(np.linalg.norm(centroids - centre, axis=1).min(), radius)

@@ -50,7 +50,7 @@ def test_module_compiles_and_defines_template_classes(tmp_path):
     logic = next(n for n in moduleTree().body if isinstance(n, ast.ClassDef) and n.name == "AneurysmSegLogic")
     methods = {f.name: [a.arg for a in f.args.args] for f in logic.body if isinstance(f, ast.FunctionDef)}
     assert methods["segment"][:2] == ["self", "volumeNode"]
-    assert methods["refine"][:3] == ["self", "volumeNode", "seedsNode"]
+    assert methods["refine"][:2] == ["self", "volumeNode"]  # the seeds are the volume's seeds node
     assert methods["exportStl"] == ["self", "segmentationNode", "folder", "coordinateSystem"]
 
 
@@ -131,14 +131,62 @@ def test_extension_cmake_and_self_test_registration():
     for variable in ("EXTENSION_HOMEPAGE", "EXTENSION_CATEGORY", "EXTENSION_CONTRIBUTORS", "EXTENSION_DESCRIPTION",
                      "EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS", "EXTENSION_DEPENDS"):
         assert re.search(rf"set\({variable} ", top), variable
-    assert "find_package(Slicer REQUIRED)" in top and "add_subdirectory(AneurysmSeg)" in top
+    assert "find_package(Slicer 5.8 REQUIRED)" in top and "add_subdirectory(AneurysmSeg)" in top
     assert "Slicer_EXTENSION_CPACK" in top
-    for url in re.findall(r"/(Resources/[\w/.-]+\.png)", top):
-        assert (ROOT / url).is_file(), f"{url} referenced by the extension metadata does not exist"
     testing = (MODULE_DIR / "Testing" / "Python" / "CMakeLists.txt").read_text(encoding="utf-8")
     assert "slicer_add_python_unittest" in testing and "${MODULE_NAME}.py" in testing
     assert "add_subdirectory(Python)" in (MODULE_DIR / "Testing" / "CMakeLists.txt").read_text(encoding="utf-8")
 
+
+def test_extension_metadata_is_true():
+    """No URL of a repository that does not exist; torch from the PyTorch extension; contributors with
+    an affiliation, as Slicer's extension catalogue expects ("Name (Organisation)")."""
+    top = (ROOT / "CMakeLists.txt").read_text(encoding="utf-8")
+    assert not re.findall(r"https?://", top), "the extension has no public web page or repository yet"
+    assert re.search(r'set\(EXTENSION_DEPENDS "PyTorch"\)', top)
+    contributors = re.search(r'set\(EXTENSION_CONTRIBUTORS "([^"]+)"\)', top).group(1)
+    assert all(re.fullmatch(r"[^()]+ \([^()]+\)", c.strip()) for c in contributors.split(","))
+    module = MODULE_PY.read_text(encoding="utf-8")
+    assert "github.com" not in module and "AneurysmSeg team" in module
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "Slicer 5.8" in readme and "panel.png" not in readme
+
+
+def test_module_does_not_import_loadable_module_mrml_classes_at_load():
+    """Before Slicer 5.10, ``slicer.vtkMRMLMarkups*`` appear only once the Markups module is set up,
+    after "AneurysmSeg" (modules are set up alphabetically): importing them at module load fails."""
+    tree = moduleTree()
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom) and node.module == "slicer":
+            assert not [a.name for a in node.names if a.name.startswith("vtk")], ast.unparse(node)
+    atLoad = [n for n in tree.body if not isinstance(n, (ast.FunctionDef, ast.ClassDef))]
+    atLoad += [s for c in tree.body if isinstance(c, ast.ClassDef) for s in c.body
+               if not isinstance(s, (ast.FunctionDef, ast.ClassDef))]
+    names = {n.attr for stmt in atLoad for n in ast.walk(stmt) if isinstance(n, ast.Attribute)}
+    names |= {n.id for stmt in atLoad for n in ast.walk(stmt) if isinstance(n, ast.Name)}
+    assert not {n for n in names if n.startswith(("vtkMRMLMarkups", "vtkSlicerMarkups"))}
+
+
+def test_self_tests_run_without_torch_and_one_goes_through_the_worker():
+    tree = moduleTree()
+    test = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "AneurysmSegTest")
+    methods = {f.name: f for f in test.body if isinstance(f, ast.FunctionDef)}
+    runTest = ast.unparse(methods["runTest"])
+    assert "test_FindingsWithoutNetworks" in runTest and "test_BackgroundSegmentation" in runTest
+    noNetworks = ast.unparse(methods["test_FindingsWithoutNetworks"])
+    assert "torch" not in noNetworks and ".segment(" not in noNetworks and "submitRun" not in noNetworks
+    background = ast.unparse(methods["test_BackgroundSegmentation"])
+    assert background.index("missingPackages") < background.index("submitRun")  # skips cleanly without torch
+    assert "pollWorker" in background and "refine=True" in background
+
+
+SLICER_VERSION_STUB = """set(PACKAGE_VERSION "{version}")
+if("${{PACKAGE_VERSION}}" VERSION_LESS "${{PACKAGE_FIND_VERSION}}")
+  set(PACKAGE_VERSION_COMPATIBLE FALSE)
+else()
+  set(PACKAGE_VERSION_COMPATIBLE TRUE)
+endif()
+"""
 
 SLICER_STUB = """# Stand-in for a Slicer build tree: records what the extension asks Slicer's macros to build.
 set(Slicer_USE_FILE ${CMAKE_CURRENT_LIST_DIR}/empty.cmake)
@@ -168,6 +216,7 @@ def test_cmake_configures_and_builds_every_file(tmp_path):
     stub = tmp_path / "slicer"
     stub.mkdir()
     (stub / "SlicerConfig.cmake").write_text(SLICER_STUB)
+    (stub / "SlicerConfigVersion.cmake").write_text(SLICER_VERSION_STUB.format(version="5.8.1"))
     (stub / "empty.cmake").write_text("")
     build = tmp_path / "build"
     run = subprocess.run([cmake, "-S", str(ROOT), "-B", str(build), f"-DSlicer_DIR={stub}", "-DBUILD_TESTING=ON"],
@@ -185,9 +234,13 @@ def test_cmake_configures_and_builds_every_file(tmp_path):
     assert set(resources.split(";")) == expectedResources
     assert "Resources/UI/AneurysmSeg.ui" in expectedResources and "Resources/Icons/AneurysmSeg.png" in expectedResources
     assert Path((build / "unittest.txt").read_text()).resolve() == MODULE_PY
-    homepage, category, screenshots = (build / "extension.txt").read_text().splitlines()
-    assert category == "Segmentation" and homepage.startswith("https://")
-    assert screenshots.endswith("Resources/Screenshots/3d.png")
+    homepage, category, screenshots = (build / "extension.txt").read_text().split("\n")[:3]
+    assert category == "Segmentation" and homepage == "" and screenshots == ""
+    # a Slicer older than 5.8 is refused at configure time
+    (stub / "SlicerConfigVersion.cmake").write_text(SLICER_VERSION_STUB.format(version="5.6.2"))
+    old = subprocess.run([cmake, "-S", str(ROOT), "-B", str(tmp_path / "old"), f"-DSlicer_DIR={stub}"],
+                         capture_output=True, text=True, timeout=120)
+    assert old.returncode != 0 and "5.8" in old.stdout + old.stderr
 
 
 def test_panel_threshold_default_is_the_bundled_manifests(tmp_path: Path) -> None:

@@ -19,8 +19,9 @@ import vtk
 from AneurysmSegLib.core.errors import InputError, OutputError
 from AneurysmSegLib.core.geometry import Geometry, Image, lps_to_ras
 from AneurysmSegLib.core.result import Seed, SegmentationResult
+from AneurysmSegLib.core.terminology import aneurysm_terminology
 from AneurysmSegLib.io.images import to_sitk
-from AneurysmSegLib.slicer import runners, scene
+from AneurysmSegLib.slicer import findings, runners, scene
 from AneurysmSegLib.stages.measure import measure_labels
 from slicer_scene import createSlicerScene
 from vtk.util import numpy_support
@@ -139,7 +140,8 @@ def test_updateResultNodes_segments_match_truth_in_ras(app, case):
     assert [segmentation.GetSegmentation().GetSegment(i).GetName() for i in ids] == ["Aneurysm 1", "Aneurysm 2"]
     for segmentId, centreLps in zip(ids, centres):
         segment = segmentation.GetSegmentation().GetSegment(segmentId)
-        assert "SCT^85659009^Aneurysm" in segment.GetTerminology()
+        tag = vtk.reference("")
+        assert segment.GetTag(segment.GetTerminologyEntryTagName(), tag) and str(tag) == aneurysm_terminology().slicer_entry()
         np.testing.assert_allclose(segmentCentroidRas(segmentation, segmentId), lps_to_ras(centreLps), atol=0.5)
     colors = [segmentation.GetSegmentation().GetSegment(i).GetColor() for i in ids]
     assert colors[0] != colors[1]
@@ -156,11 +158,12 @@ def test_updateResultNodes_segments_match_truth_in_ras(app, case):
 
     # table: one row per aneurysm, RAS centroid and measurements
     assert table.GetNumberOfRows() == 2
-    assert table.GetCellText(1, 1) == "Aneurysm 2"
-    volume = float(table.GetCellText(0, 2))
+    column = {name: table.GetColumnIndex(name) for name in ("Finding", "Volume", "Centroid R", "Centroid A", "Centroid S")}
+    assert table.GetCellText(1, column["Finding"]) == "S2"
+    volume = float(table.GetCellText(0, column["Volume"]))
     assert volume == pytest.approx(result.aneurysms[0].volume_mm3, rel=1e-6)
     assert volume == pytest.approx(4 / 3 * np.pi * 2.2**3, rel=0.2)
-    np.testing.assert_allclose([float(table.GetCellText(0, c)) for c in (4, 5, 6)], lps_to_ras(centres[0]), atol=0.3)
+    np.testing.assert_allclose([float(table.GetCellText(0, column[c])) for c in ("Centroid R", "Centroid A", "Centroid S")], lps_to_ras(centres[0]), atol=0.3)
     assert table.GetColumnUnitLabel("Volume") == "mm3"
 
 
@@ -258,11 +261,13 @@ def test_scene_bundle_round_trip(app, case, tmp_path):
         assert segmentation is not None and seeds is not None and table is not None
         ids = segmentIds(segmentation)
         assert len(ids) == 2
-        assert "85659009" in segmentation.GetSegmentation().GetSegment(ids[0]).GetTerminology()
+        segment = segmentation.GetSegmentation().GetSegment(ids[0])
+        tag = vtk.reference("")
+        assert segment.GetTag(segment.GetTerminologyEntryTagName(), tag) and "SCT^85659009^Aneurysm" in str(tag)
         np.testing.assert_allclose(segmentCentroidRas(segmentation, ids[1]), lps_to_ras(centres[1]), atol=0.5)
         np.testing.assert_allclose(scene.seedsFromMarkupsNode(seeds)[1].position_lps, centres[1], atol=1e-4)
         assert table.GetNumberOfRows() == 2
-        assert float(table.GetCellText(1, 3)) == pytest.approx(result.aneurysms[1].max_diameter_mm, rel=1e-4)
+        assert float(table.GetCellText(1, table.GetColumnIndex("Max diameter"))) == pytest.approx(result.aneurysms[1].max_diameter_mm, rel=1e-4)
     finally:
         other.close()
 
@@ -397,37 +402,48 @@ def controlPointNear(seedsNode, blob) -> int:
 
 
 def test_segment_then_move_delete_add_seeds_and_refine(app, blobVolume, blobModels):
+    """The panel's workflow in this process: each refine runs the fine stage on the new or moved
+    seeds only, and leaves the other segments exactly as they were."""
     cache: dict = {}
-    result = runners.runPipeline(blobVolume, models=blobModels, preprocessedCache=cache)
+    run = runners.prepareSegment(blobVolume)
+    result = runners.runInProcess(run, blobModels, cache)
     assert len(cache) == 1
-    segmentation, seeds, table = scene.updateResultNodes(blobVolume, result)
+    segmentation, seeds, table = runners.applyRun(run, result)
     assert sorted(segmentsNear(segmentation)) == ["A", "B"]  # C is too small for the detector
     assert seeds.GetNumberOfControlPoints() == 2 and table.GetNumberOfRows() == 2
     nodeCount = app.scene.GetNumberOfNodes()
 
-    def refine():
-        refined = runners.refineFromSeeds(blobVolume, seeds, models=blobModels, preprocessedCache=cache)
-        assert refined is not None
-        assert "detect" not in refined.timings and "preprocess" not in refined.timings  # fine stage only
-        nodes = scene.updateResultNodes(blobVolume, refined, segmentation, seeds, table)
+    def refine(expectRun: int):
+        before = {i: findings.labelmapDigest(segmentation, i) for i in segmentIds(segmentation)}
+        run = runners.prepareRefine(blobVolume)
+        assert len(run.seeds) == expectRun
+        refined = runners.runInProcess(run, blobModels, cache)
+        if expectRun:
+            assert "detect" not in refined.timings and "preprocess" not in refined.timings  # fine stage only
+        nodes = runners.applyRun(run, refined)
         assert [n.GetID() for n in nodes] == [segmentation.GetID(), seeds.GetID(), table.GetID()]
         assert app.scene.GetNumberOfNodes() == nodeCount  # updated in place, nothing piles up
         assert table.GetNumberOfRows() == len(segmentIds(segmentation))
+        for segmentId in set(before) & set(segmentIds(segmentation)):
+            if segmentId not in {f"AneurysmSeg_{s.label}" for s in run.seeds}:
+                assert findings.labelmapDigest(segmentation, segmentId) == before[segmentId]  # untouched
         return sorted(segmentsNear(segmentation))
 
-    # move the seed on A onto the missed blob C: that segment follows it
+    # move the seed on A onto the missed blob C: only that seed runs, its segment follows it
     seeds.SetNthControlPointPosition(controlPointNear(seeds, BLOB_A), *lps_to_ras(BLOB_C[0]))
-    assert refine() == ["B", "C"]
-    # delete the seed on B: its segment goes
+    assert refine(expectRun=1) == ["B", "C"]
+    # nothing changed: nothing runs
+    assert refine(expectRun=0) == ["B", "C"]
+    # delete the seed on B: its segment goes, without running the networks
     seeds.RemoveNthControlPoint(controlPointNear(seeds, BLOB_B))
-    assert refine() == ["C"]
+    assert refine(expectRun=0) == ["C"]
     # add a seed on A (as a user would, by clicking): it appears, as a user seed of confidence 1
     seeds.AddControlPoint(vtk.vtkVector3d(*lps_to_ras(BLOB_A[0] + 0.7)), "")
-    assert refine() == ["A", "C"]
+    assert refine(expectRun=1) == ["A", "C"]
     assert {s.source for s in scene.seedsFromMarkupsNode(seeds)} == {"detector", "user"}
     # no seeds at all: no segments
     seeds.RemoveAllControlPoints()
-    assert refine() == []
+    assert refine(expectRun=0) == []
 
 
 def test_cancelled_pipeline_leaves_the_scene_unchanged(app, blobVolume, blobModels):
@@ -438,82 +454,6 @@ def test_cancelled_pipeline_leaves_the_scene_unchanged(app, blobVolume, blobMode
 
 
 # --------------------------------------------------------------- the background process (widget)
-
-
-@pytest.mark.parametrize("line, expected", [
-    ("progress: 0.42 fine segmentation", 0.42),
-    ("segmenting:  37%|###7      | 37/100 [00:01<00:02]", 0.37),
-    ("PROGRESS 1.0 done", 1.0),
-    ("wrote /tmp/labels.nrrd", None),
-])
-def test_parseProgressLine(line, expected):
-    got = runners.parseProgressLine(line)
-    assert got == (pytest.approx(expected) if expected is not None else None)
-
-
-def test_readResultFiles_reads_what_the_command_writes(case, tmp_path):
-    """The label image and report of ``aneurysmseg segment`` come back as the same result."""
-    import json
-
-    node, labels, centres, geometry = case
-    result = resultFromLabels(labels, geometry, centres)
-    sitk.WriteImage(to_sitk(labels.astype(np.uint16), geometry), str(tmp_path / "labels.nrrd"), True)
-    (tmp_path / "report.json").write_text(json.dumps(result.to_report()))
-    back = runners.readResultFiles(tmp_path / "labels.nrrd", tmp_path / "report.json", geometry)
-    np.testing.assert_array_equal(back.labels, labels)
-    assert back.aneurysms == result.aneurysms and back.seeds == result.seeds
-    with pytest.raises(OutputError):  # a label image of another scan is refused
-        other = Geometry(spacing=(1.0, 1.0, 1.0), origin=geometry.origin, direction=geometry.direction)
-        runners.readResultFiles(tmp_path / "labels.nrrd", tmp_path / "report.json", other)
-
-
-def test_background_cancel_kills_the_process_and_leaves_the_scene_unchanged(app, case):
-    node, labels, centres, geometry = case
-    before = app.scene.GetNumberOfNodes()
-    task = runners.BackgroundSegmentation(node, detectionThreshold=0.5, device="CPU")
-    task.start()
-    assert task.process is not None and task.workDir is not None and (task.workDir / "input.nrrd").is_file()
-    workDir = task.workDir
-    command = task.command()
-    assert command[1:5] == ["-u", "-m", "AneurysmSegLib.cli", "segment"] and "--device" in command
-    assert command[command.index("--device") + 1] == "cpu"
-    task.cancel()
-    assert task.process.poll() is not None and not task.running
-    assert not workDir.exists()
-    assert app.scene.GetNumberOfNodes() == before and scene.resultNodesOf(node) == (None, None, None)
-
-
-def test_background_refine_without_seeds_gives_no_aneurysms(app, case):
-    node, labels, centres, geometry = case
-    segmentation, seeds, table = scene.updateResultNodes(node, resultFromLabels(labels, geometry, centres))
-    seeds.RemoveAllControlPoints()
-    task = runners.BackgroundSegmentation(node, seeds=scene.seedsFromMarkupsNode(seeds), detect=False)
-    task.start()
-    assert task.process is None and task.poll()  # nothing to run
-    scene.updateResultNodes(node, task.result(), segmentation, seeds, table)
-    assert segmentIds(segmentation) == [] and table.GetNumberOfRows() == 0
-
-
-def test_background_segmentation_runs_the_command_and_fills_the_scene(app, blobVolume, blobModels):
-    """What the widget does: the CLI in a child process, polled, its result put in the scene."""
-    import time
-
-    task = runners.BackgroundSegmentation(blobVolume, device="CPU", threads=1, modelDir=blobModels.model_dir)
-    task.start()
-    fractions = []
-    deadline = time.monotonic() + 120
-    while not task.poll():
-        fractions.append(task.progress)
-        assert time.monotonic() < deadline, f"the segmentation process did not finish: {task.output[-5:]}"
-        time.sleep(0.2)
-    try:
-        result = task.result()
-    finally:
-        task.cleanup()
-    assert task.progress == pytest.approx(1.0) and fractions == sorted(fractions)
-    segmentation, seeds, table = scene.updateResultNodes(blobVolume, result)
-    assert sorted(segmentsNear(segmentation)) == ["A", "B"]
-    assert seeds.GetNumberOfControlPoints() == 2 and table.GetNumberOfRows() == 2
 
 
 # ------------------------------------------------------------------------------ the bundled sample

@@ -55,8 +55,7 @@ def test_slicer_loads_the_module_segments(run: dict) -> None:
         labels_img = sitk.ReadImage(str(run["labels"]))
         result = SegmentationResult.from_report(json.loads(run["report"].read_text()),
                                                 sitk.GetArrayFromImage(labels_img), geometry_of(labels_img))
-        module_node = app.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "module")
-        scene.updateSegmentationNode(module_node, volume, result)
+        module_node = scene.updateResultNodes(volume, result)[0]
 
         def describe(node):
             s = node.GetSegmentation()

@@ -1,14 +1,11 @@
-"""The MRML glue: Slicer volume nodes in, segmentation / seeds / table nodes out.
+"""The MRML glue: Slicer volume nodes in, Image and seeds out; shared helpers for the result nodes.
 
-This is the only module of AneurysmSegLib that imports ``slicer``. It uses MRML classes and module
-logics only (no Qt, no ``slicer.app``), so it behaves the same inside the Slicer application and under
-PyPI's slicer-core, where the tests run it. The pipeline works in LPS (ITK, files); MRML works in RAS:
-every conversion between the two happens here, from the volume's IJK-to-RAS matrix.
-
-Scene changes happen only in :func:`updateResultNodes`, after the pipeline has returned a result, so
-a cancelled or failed run leaves the scene exactly as it was. The pipeline runs either in this
-process (:func:`runPipeline`, scripts and tests) or as the ``aneurysmseg segment`` command in a child
-process (:class:`BackgroundSegmentation`, the module's widget, which must stay responsive).
+This is where AneurysmSegLib meets MRML. It uses MRML classes and module logics only (no Qt, no
+``slicer.app``), so it behaves the same inside the Slicer application and under PyPI's slicer-core,
+where the tests run it. The pipeline works in LPS (ITK, files); MRML works in RAS: every conversion
+between the two happens here, from the volume's IJK-to-RAS matrix. The findings themselves (segments,
+seeds, table, review) are written by :mod:`.findings`; every Slicer method called is one that exists
+in Slicer 5.8 (Testing/slicer_api.py lists them, checked against Slicer's sources).
 """
 
 from __future__ import annotations
@@ -16,8 +13,8 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import slicer
@@ -26,27 +23,27 @@ from vtk.util import numpy_support
 
 from ..core.errors import InputError, OutputError
 from ..core.geometry import LPS_TO_RAS, Geometry, Image, check_coordinate_system, ras_to_lps
-from ..core.result import Aneurysm, Seed, SegmentationResult
-from ..core.terminology import aneurysm_terminology, location_of, segment_color, segment_name
+from ..core.result import Seed, SegmentationResult
+from ..core.terminology import TERMINOLOGY_FILE, aneurysm_terminology
 
 #: Node reference roles kept on the input volume, so that re-running finds and updates its results.
 SEGMENTATION_REFERENCE_ROLE = "AneurysmSeg.segmentation"
 SEEDS_REFERENCE_ROLE = "AneurysmSeg.seeds"
 TABLE_REFERENCE_ROLE = "AneurysmSeg.table"
 
-#: Columns of the results table: (name, vtk array class, unit label, description).
-TABLE_COLUMNS: tuple[tuple[str, str, str, str], ...] = (
-    ("ID", "vtkIntArray", "", "aneurysm number; the label value in the output label image"),
-    ("Name", "vtkStringArray", "", "segment name"),
-    ("Volume", "vtkDoubleArray", "mm3", "aneurysm volume"),
-    ("Max diameter", "vtkDoubleArray", "mm", "largest distance between two points of the aneurysm"),
-    ("Centroid R", "vtkDoubleArray", "mm", "centre of mass, RAS"),
-    ("Centroid A", "vtkDoubleArray", "mm", "centre of mass, RAS"),
-    ("Centroid S", "vtkDoubleArray", "mm", "centre of mass, RAS"),
-    ("Confidence", "vtkDoubleArray", "", "detector confidence of the seed (1 for a seed placed by hand)"),
-)
+SEED_LABEL_FORMAT = "S%d"
+SEED_NUMBER = re.compile(r"^S(\d+)$")
+_DESCRIPTION_FIELDS = re.compile(r"(confidence|source|status)\s*=\s*([^;,\s]+)")
 
-_DESCRIPTION_FIELDS = re.compile(r"(confidence|source)\s*=\s*([^;,\s]+)")
+
+def loadTerminology(terminologiesLogic, path: str | Path = TERMINOLOGY_FILE) -> str:
+    """Load the module's .term.json into Slicer's terminologies logic (as SlicerTotalSegmentator loads
+    its own), so that the terminology selector knows the segments' type; returns its context name."""
+    name = terminologiesLogic.LoadTerminologyFromFile(str(path))
+    expected = aneurysm_terminology(path=Path(path)).context if name else ""
+    if not name or name != expected:
+        raise InputError(f"{path} is not the module's terminology file (Slicer read {name!r})")
+    return name
 
 
 # ------------------------------------------------------------------------------ volume <-> Image
@@ -90,16 +87,31 @@ def imageFromVolumeNode(volumeNode) -> Image:
 # ----------------------------------------------------------------------------------------- seeds
 
 
-def seedsFromMarkupsNode(markupsNode) -> list[Seed]:
-    """Control points of a markups node (RAS, node coordinates) as LPS seeds, in point order.
+@dataclass
+class SeedPoint:
+    """One defined control point of a seeds node, with what its description says."""
 
-    Points not placed yet are skipped. Confidence and source come from the description that
-    :func:`updateSeedsNode` writes (``confidence=0.93; source=detector``); a point the user added has
-    none and counts as a user seed of confidence 1.
-    """
-    seeds: list[Seed] = []
+    id: str  # the control point ID: unique in the node, saved with the scene
+    label: str
+    ras: tuple[float, float, float]
+    confidence: float
+    source: str  # "detector" or "user"
+    status: str  # "" (to review) or "accepted"
+
+    def seed(self) -> Seed:
+        """As a pipeline seed; the label carries the control point ID through the pipeline and back."""
+        return Seed(position_lps=tuple(float(v) for v in ras_to_lps(self.ras)), confidence=self.confidence,
+                    source=self.source, label=self.id)
+
+
+def seedPoints(markupsNode) -> list[SeedPoint]:
+    """Defined control points in order (a point still being placed is skipped).
+
+    Confidence, source and status come from the description :func:`describeSeed` writes; a point
+    the user added has none and counts as a user seed of confidence 1."""
+    points: list[SeedPoint] = []
     if markupsNode is None:
-        return seeds
+        return points
     for i in range(markupsNode.GetNumberOfControlPoints()):
         if markupsNode.GetNthControlPointPositionStatus(i) != markupsNode.PositionDefined:
             continue
@@ -110,112 +122,79 @@ def seedsFromMarkupsNode(markupsNode) -> list[Seed]:
             confidence = float(fields.get("confidence", 1.0))
         except ValueError:
             confidence = 1.0
-        seeds.append(Seed(position_lps=tuple(float(v) for v in ras_to_lps(ras)), confidence=confidence,
-                          source=fields.get("source", "user"), label=markupsNode.GetNthControlPointLabel(i)))
-    return seeds
+        points.append(SeedPoint(id=markupsNode.GetNthControlPointID(i), label=markupsNode.GetNthControlPointLabel(i),
+                                ras=(float(ras[0]), float(ras[1]), float(ras[2])), confidence=confidence,
+                                source=fields.get("source", "user"), status=fields.get("status", "")))
+    return points
 
 
-def updateSeedsNode(seedsNode, seeds: Sequence[Seed]) -> None:
-    """Replace the control points of ``seedsNode`` with ``seeds`` (labels S1..N, RAS positions)."""
-    wasModifying = seedsNode.StartModify()
-    try:
-        seedsNode.RemoveAllControlPoints()
-        for i, seed in enumerate(seeds, start=1):
-            index = seedsNode.AddControlPoint(vtk.vtkVector3d(*seed.position_ras), seed.label or f"S{i}")
-            seedsNode.SetNthControlPointDescription(index, f"confidence={seed.confidence:.4f}; source={seed.source}")
-    finally:
-        seedsNode.EndModify(wasModifying)
+def seedsFromMarkupsNode(markupsNode) -> list[Seed]:
+    """Control points of a markups node (RAS, node coordinates) as LPS seeds with their labels."""
+    return [Seed(position_lps=p.seed().position_lps, confidence=p.confidence, source=p.source, label=p.label)
+            for p in seedPoints(markupsNode)]
+
+
+def describeSeed(markupsNode, index: int, confidence: float, source: str, status: str = "") -> None:
+    markupsNode.SetNthControlPointDescription(index, f"confidence={confidence:.4f}; source={source}; status={status}")
+
+
+def seedNumbering(seedsNode) -> None:
+    """Every point labelled S<n>, no label twice, and the next point the user places continuing
+    after the highest number (Slicer labels a placed point from the node's format and counter)."""
+    seedsNode.SetControlPointLabelFormat(SEED_LABEL_FORMAT)
+    used: set[int] = set()
+    relabel = []
+    for i in range(seedsNode.GetNumberOfControlPoints()):
+        match = SEED_NUMBER.match(seedsNode.GetNthControlPointLabel(i) or "")
+        if match and int(match.group(1)) not in used:
+            used.add(int(match.group(1)))
+        else:
+            relabel.append(i)
+    top = max(used, default=0)
+    for i in relabel:
+        top += 1
+        seedsNode.SetNthControlPointLabel(i, f"S{top}")
+    if seedsNode.GetLastUsedControlPointNumber() < top:
+        seedsNode.SetLastUsedControlPointNumber(top)
+
+
+def showSeeds(seedsNode) -> None:
+    """Seeds drawn in yellow, a little larger than Slicer's default points, labelled S1, S2, ..."""
+    seedsNode.CreateDefaultDisplayNodes()
+    display = seedsNode.GetDisplayNode()
+    if display is not None:
+        display.SetSelectedColor(1.0, 0.85, 0.1)
+        display.SetGlyphScale(2.5)
+    seedNumbering(seedsNode)
 
 
 # ---------------------------------------------------------------------------------- result nodes
 
 
-def _referencedOrNew(scene, volumeNode, node, role: str, className: str, name: str):
+def referencedOrNew(volumeNode, role: str, className: str, name: str):
+    """The node ``volumeNode`` references under ``role``, created (and referenced) when missing."""
+    node = volumeNode.GetNodeReference(role)
     if node is None:
-        node = volumeNode.GetNodeReference(role)
-    if node is None or node.GetScene() is not scene:
-        node = scene.AddNewNodeByClass(className, name)
-    volumeNode.SetNodeReferenceID(role, node.GetID())
+        node = volumeNode.GetScene().AddNewNodeByClass(className, name)
+        volumeNode.SetNodeReferenceID(role, node.GetID())
     return node
 
 
 def resultNodesOf(volumeNode) -> tuple:
-    """(segmentation, seeds, table) nodes earlier runs made for ``volumeNode`` (None where absent)."""
+    """(segmentation, seeds, table) nodes of ``volumeNode``'s findings (None where absent)."""
     return tuple(volumeNode.GetNodeReference(role) if volumeNode else None
                  for role in (SEGMENTATION_REFERENCE_ROLE, SEEDS_REFERENCE_ROLE, TABLE_REFERENCE_ROLE))
 
 
-def updateResultNodes(volumeNode, result: SegmentationResult, segmentationNode=None, seedsNode=None, tableNode=None):
-    """Show ``result`` in the scene: one segment per aneurysm, the seeds, a measurements table.
+def updateResultNodes(volumeNode, result: SegmentationResult):
+    """Show a full run's ``result`` in the scene (see :func:`.findings.applySegmentation`); returns
+    ``(segmentationNode, seedsNode, tableNode)``."""
+    from . import findings
 
-    Nodes given (or referenced from the volume by an earlier run) are updated in place; missing ones
-    are created. Returns ``(segmentationNode, seedsNode, tableNode)``.
-    """
-    scene = volumeNode.GetScene()
-    if scene is None:
-        raise InputError("the input volume is not in a scene")
-    dims = volumeNode.GetImageData().GetDimensions()
-    if tuple(result.labels.shape) != (dims[2], dims[1], dims[0]):
-        raise InputError(f"result size {result.labels.shape[::-1]} does not match {volumeNode.GetName()} {dims}")
-    baseName = volumeNode.GetName()
-    segmentationNode = _referencedOrNew(scene, volumeNode, segmentationNode, SEGMENTATION_REFERENCE_ROLE,
-                                        "vtkMRMLSegmentationNode", f"{baseName} aneurysms")
-    seedsNode = _referencedOrNew(scene, volumeNode, seedsNode, SEEDS_REFERENCE_ROLE,
-                                 "vtkMRMLMarkupsFiducialNode", f"{baseName} aneurysm seeds")
-    tableNode = _referencedOrNew(scene, volumeNode, tableNode, TABLE_REFERENCE_ROLE,
-                                 "vtkMRMLTableNode", f"{baseName} aneurysm measurements")
-    # results live in the volume's coordinate frame: follow its parent transform, if any
-    transformId = volumeNode.GetTransformNodeID()
-    for node in (segmentationNode, seedsNode):
-        node.SetAndObserveTransformNodeID(transformId)
-
-    updateSegmentationNode(segmentationNode, volumeNode, result)
-    updateSeedsNode(seedsNode, result.seeds)
-    _showSeeds(seedsNode)
-    updateTableNode(tableNode, result.aneurysms)
-    return segmentationNode, seedsNode, tableNode
+    return findings.applySegmentation(volumeNode, result)
 
 
-def segmentName(aneurysm: Aneurysm) -> str:
-    return segment_name(aneurysm)
-
-
-def updateSegmentationNode(segmentationNode, volumeNode, result: SegmentationResult) -> None:
-    """Replace the segments with one per aneurysm (binary labelmap in the volume's geometry)."""
-    segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
-    segmentation = segmentationNode.GetSegmentation()
-    ijkToRas = vtk.vtkMatrix4x4()
-    volumeNode.GetIJKToRASMatrix(ijkToRas)
-    wasModifying = segmentationNode.StartModify()
-    try:
-        segmentation.RemoveAllSegments()
-        labels = np.asarray(result.labels)
-        for index, aneurysm in enumerate(result.aneurysms):
-            segmentId = f"Aneurysm_{aneurysm.id}"
-            segmentation.AddEmptySegment(segmentId, segmentName(aneurysm), segment_color(index))
-            segment = segmentation.GetSegment(segmentId)
-            segment.SetTerminology(aneurysm_terminology(*location_of(aneurysm)).slicer_entry())
-            segment.SetTag("AneurysmSeg.confidence", f"{aneurysm.confidence:.4f}")
-            segment.SetTag("AneurysmSeg.seed", aneurysm.seed.label)
-            mask = labels == aneurysm.id
-            if not mask.any():
-                continue
-            labelmap = _orientedLabelmap(mask, ijkToRas)
-            slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
-                labelmap, segmentationNode, segmentId,
-                slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE, labelmap.GetExtent())
-    finally:
-        segmentationNode.EndModify(wasModifying)
-    segmentationNode.CreateDefaultDisplayNodes()
-    display = segmentationNode.GetDisplayNode()
-    display.SetVisibility(True)
-    display.SetVisibility2D(True)
-    display.SetVisibility3D(True)
-    display.SetPreferredDisplayRepresentationName3D("Closed surface")
-    segmentationNode.CreateClosedSurfaceRepresentation()
-
-
-def _orientedLabelmap(mask: np.ndarray, ijkToRas) -> "slicer.vtkOrientedImageData":
+def orientedLabelmap(mask: np.ndarray, ijkToRas) -> "slicer.vtkOrientedImageData":
     """A binary ``[z, y, x]`` mask cropped to its bounding box as vtkOrientedImageData (extent keeps
     the voxel offset, the matrix keeps spacing, origin and the oblique direction)."""
     nonzero = np.nonzero(mask)
@@ -228,43 +207,6 @@ def _orientedLabelmap(mask: np.ndarray, ijkToRas) -> "slicer.vtkOrientedImageDat
     numpy_support.vtk_to_numpy(image.GetPointData().GetScalars())[:] = crop.ravel()
     image.SetImageToWorldMatrix(ijkToRas)
     return image
-
-
-def _showSeeds(seedsNode) -> None:
-    seedsNode.CreateDefaultDisplayNodes()
-    display = seedsNode.GetDisplayNode()
-    if display is not None:
-        display.SetSelectedColor(1.0, 0.85, 0.1)
-        display.SetGlyphScale(2.5)
-    seedsNode.SetMarkupLabelFormat("S%d")
-
-
-def updateTableNode(tableNode, aneurysms: Sequence[Aneurysm]) -> None:
-    """Rewrite the measurements table: one row per aneurysm, units and descriptions on the columns."""
-    table = tableNode.GetTable()
-    wasModifying = tableNode.StartModify()
-    try:
-        tableNode.RemoveAllColumns()
-        columns = []
-        for name, arrayClass, unit, description in TABLE_COLUMNS:
-            column = getattr(vtk, arrayClass)()
-            column.SetName(name)
-            column.SetNumberOfValues(len(aneurysms))
-            table.AddColumn(column)
-            columns.append(column)
-            tableNode.SetColumnUnitLabel(name, unit)
-            tableNode.SetColumnDescription(name, description)
-        for row, aneurysm in enumerate(aneurysms):
-            centroid = aneurysm.centroid_ras
-            values = (int(aneurysm.id), segmentName(aneurysm), float(aneurysm.volume_mm3), float(aneurysm.max_diameter_mm),
-                      centroid[0], centroid[1], centroid[2], float(aneurysm.confidence))
-            for column, value in zip(columns, values):
-                column.SetValue(row, value)
-        tableNode.SetUseColumnTitleAsColumnHeader(True)
-        tableNode.SetLocked(True)
-    finally:
-        tableNode.EndModify(wasModifying)
-    table.Modified()
 
 
 # ------------------------------------------------------------------------------------------- STL
