@@ -92,6 +92,12 @@ def test_seed_numbering_repairs_duplicates_and_a_reset_counter(app):
     scene.seedNumbering(seeds)
     assert [seeds.GetNthControlPointLabel(i) for i in range(4)] == ["S1", "S2", "S3", "S4"]
     assert seeds.GetNthControlPointLabel(seeds.AddControlPoint(vtk.vtkVector3d(1.0, 1.0, 1.0))) == "S5"
+    # Slicer gives the number of a deleted last point again; the module does not (S5 may have been a
+    # finding): the panel renumbers on every placed and removed point, as here
+    scene.seedNumbering(seeds)
+    seeds.RemoveNthControlPoint(4)
+    scene.seedNumbering(seeds)
+    assert seeds.GetNthControlPointLabel(seeds.AddControlPoint(vtk.vtkVector3d(2.0, 2.0, 2.0))) == "S6"
 
 
 # ---------------------------------------------------------------------------- refine, edited segments

@@ -270,8 +270,9 @@ def applySegmentation(volumeNode, result: SegmentationResult, keepSeedIds: Seque
         for finding in findings(segmentationNode):
             if finding.seedId not in keep:
                 segmentation.RemoveSegment(finding.segmentId)
-        if seedsNode.GetNumberOfControlPoints() == 0:
-            seedsNode.SetLastUsedControlPointNumber(0)  # nothing kept: number from S1 again
+        if seedsNode.GetNumberOfControlPoints() == 0:  # nothing kept: number from S1 again
+            seedsNode.SetLastUsedControlPointNumber(0)
+            seedsNode.SetAttribute(scene.SEED_NUMBER_ATTRIBUTE, "0")
         avoid = rejectedPositions(seedsNode) + [np.asarray(existing[k].ras) for k in keep if k in existing]
         points: dict[int, SeedPoint] = {}
         # new seeds numbered in the order of the aneurysms' label values (then seeds without one), so
@@ -362,6 +363,7 @@ def reject(volumeNode, seedId: str) -> None:
     rejected = [list(map(float, p)) for p in rejectedPositions(seedsNode)] + [[float(v) for v in ras]]
     seedsNode.SetAttribute(REJECTED_ATTRIBUTE, json.dumps(rejected))
     seedsNode.RemoveNthControlPoint(index)
+    seedNumbering(seedsNode)
     if segmentationNode is not None:
         segmentation = segmentationNode.GetSegmentation()
         if segmentation.GetSegment(_segmentId(seedId)) is not None:

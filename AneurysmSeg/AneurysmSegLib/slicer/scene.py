@@ -32,6 +32,8 @@ SEEDS_REFERENCE_ROLE = "AneurysmSeg.seeds"
 TABLE_REFERENCE_ROLE = "AneurysmSeg.table"
 
 SEED_LABEL_FORMAT = "S%d"
+#: Seeds node attribute: the highest seed number given so far.
+SEED_NUMBER_ATTRIBUTE = "AneurysmSeg.lastSeedNumber"
 SEED_NUMBER = re.compile(r"^S(\d+)$")
 _DESCRIPTION_FIELDS = re.compile(r"(confidence|source|status)\s*=\s*([^;,\s]+)")
 
@@ -150,10 +152,14 @@ def seedNumbering(seedsNode) -> None:
             used.add(int(match.group(1)))
         else:
             relabel.append(i)
-    top = max(used, default=0)
+    try:  # numbers of deleted or rejected seeds are not given again (Slicer reuses the last one's)
+        top = max(max(used, default=0), int(seedsNode.GetAttribute(SEED_NUMBER_ATTRIBUTE) or 0))
+    except ValueError:
+        top = max(used, default=0)
     for i in relabel:
         top += 1
         seedsNode.SetNthControlPointLabel(i, f"S{top}")
+    seedsNode.SetAttribute(SEED_NUMBER_ATTRIBUTE, str(top))
     if seedsNode.GetLastUsedControlPointNumber() < top:
         seedsNode.SetLastUsedControlPointNumber(top)
 
