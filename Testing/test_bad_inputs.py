@@ -25,7 +25,7 @@ from AneurysmSegLib.cli import main
 from AneurysmSegLib.core.geometry import Geometry
 from AneurysmSegLib.io import images as io
 
-from test_pipeline import BLOBS, blob_model_dir, synthetic_scan  # noqa: F401 (fixture)
+from test_pipeline import BLOBS, blob_model_dir, blob_models, synthetic_scan  # noqa: F401 (fixtures)
 
 TABLE = Path(__file__).resolve().parents[1] / "docs" / "bad-inputs.md"
 
@@ -61,6 +61,10 @@ class Case:
     @property
     def models(self) -> Path:
         return self.request.getfixturevalue("blob_model_dir")
+
+    @property
+    def loaded_models(self):
+        return self.request.getfixturevalue("blob_models")
 
     def cli(self, *argv: object) -> tuple[int, str, str]:
         """Run ``aneurysmseg`` in this process; (exit code, stdout, stderr)."""
@@ -201,6 +205,194 @@ def _batch_traversal(case: Case) -> None:
     line = case.error("segment", folder, "-o", case.tmp / "out", "--stl-dir", case.tmp / "stl", "--models", case.models)
     assert "...nii.gz" in line and "cannot name output files" in line
     assert listing(case.tmp) == ["cases", "cases/...nii.gz", "stl"]
+
+
+# ------------------------------------------------------------------------------------------ reading
+
+
+def _scan_array() -> tuple[np.ndarray, Geometry]:
+    scan = synthetic_scan()
+    return scan.array.astype(np.float32), scan.geometry
+
+
+def _cut(path: Path, fraction: float = 0.5) -> Path:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * fraction)])
+    return path
+
+
+@row("Reading", "a .nii.gz cut to half its bytes (the intact half holds an aneurysm)",
+     "exit 2, `damaged or truncated gzip file`; nothing written (ITK alone reads the missing half as zeros)")
+def _truncated_nii_gz(case: Case) -> None:
+    array, geometry = _scan_array()
+    path = _cut(io.write_image(array.astype(np.int16), geometry, case.tmp / "cut.nii.gz"))
+    line = case.error("segment", path, "-o", case.tmp / "out" / "labels.nii.gz", "--models", case.models)
+    assert "cut.nii.gz is a damaged or truncated gzip file" in line
+    assert not (case.tmp / "out").exists()
+
+
+@row("Reading", "a .nii cut to half its bytes",
+     "exit 2, `is truncated: it holds N of the M bytes of voxel data its header promises`")
+def _truncated_nii(case: Case) -> None:
+    array, geometry = _scan_array()
+    path = _cut(io.write_image(array.astype(np.int16), geometry, case.tmp / "cut.nii", compress=False))
+    line = case.error("segment", path, "-o", case.tmp / "labels.nii.gz", "--models", case.models)
+    assert "cut.nii is truncated: it holds" in line and "(50%)" in line
+
+
+@row("Reading", "NaN and infinite voxels in a float NIfTI (ITK reads them as 0)",
+     "exit 2, `contains 2 NaN or infinite voxels`; the same in NRRD and MetaImage")
+def _nan_nifti(case: Case) -> None:
+    array, geometry = _scan_array()
+    array[10, 20, 30], array[11, 21, 31] = np.nan, np.inf
+    for ext in (".nii.gz", ".nii", ".nrrd", ".mha"):
+        path = io.write_image(array, geometry, case.tmp / f"nan{ext}")
+        line = case.error("segment", path, "-o", case.tmp / "labels.nii.gz", "--models", case.models)
+        assert "contains 2 NaN or infinite voxels" in line, line
+
+
+@row("Reading", "a NIfTI whose every voxel is NaN", "exit 2, `holds only NaN or infinite voxels` (not \"constant\")")
+def _all_nan(case: Case) -> None:
+    path = io.write_image(np.full((8, 9, 10), np.nan, np.float32), Geometry((1, 1, 1)), case.tmp / "nan.nii.gz")
+    assert "holds only NaN or infinite voxels (720)" in case.error("segment", path, "-o", case.tmp / "l.nii.gz")
+
+
+@row("Reading", "a float64 image with a voxel of 1e300",
+     "exit 2, `holds values up to 1e+300, beyond the range of float32`; no numpy overflow warning")
+def _huge_float64(case: Case) -> None:
+    array, geometry = _scan_array()
+    array = array.astype(np.float64)
+    array[5, 5, 5] = 1e300
+    for ext in (".nii.gz", ".nrrd"):
+        path = io.write_image(array, geometry, case.tmp / f"huge{ext}")
+        assert "holds values up to 1e+300, beyond the range of float32" in case.error(
+            "segment", path, "-o", case.tmp / "labels.nii.gz")  # a warning would fail this test
+
+
+def _forged_header(path: Path, size: int) -> Path:
+    """A real NIfTI header whose dimensions claim size^3 int16 voxels, and no voxel data at all."""
+    import gzip
+    import struct
+
+    io.write_image(np.ones((2, 2, 2), np.int16), Geometry((1, 1, 1)), path)
+    header = bytearray(gzip.decompress(path.read_bytes())[:352])
+    header[40:56] = struct.pack("<8h", 3, size, size, size, 1, 1, 1, 1)
+    path.write_bytes(gzip.compress(bytes(header)))
+    return path
+
+
+@row("Reading", "a 101-byte .nii.gz whose header claims 1000 x 1000 x 1000 voxels",
+     "exit 2 at once, `more than the limit of 536,870,912 (--max-voxels)`; with a higher `--max-voxels`, "
+     "`truncated`; nothing allocated")
+def _forged_size(case: Case) -> None:
+    path = _forged_header(case.tmp / "big.nii.gz", 1000)
+    assert path.stat().st_size < 200
+    line = case.error("segment", path, "-o", case.tmp / "labels.nii.gz")
+    assert "1000 x 1000 x 1000 = 1,000,000,000 voxels, more than the limit of 536,870,912" in line
+    assert "--max-voxels" in line
+    line = case.error("segment", path, "-o", case.tmp / "labels.nii.gz", "--max-voxels", 2_000_000_000)
+    assert "big.nii.gz is a damaged or truncated gzip file" in line or "is truncated" in line
+
+
+@row("Reading", "a DICOM series with one slice file missing",
+     "exit 2 naming the gap: `1 slice missing between slice003.dcm and slice005.dcm (positions ... mm apart)`")
+def _dicom_missing_slice(case: Case) -> None:
+    from test_io import write_dicom_series
+
+    array, geometry = _scan_array()
+    write_dicom_series(array[:12], geometry, case.tmp / "dicom", uid="1.2.826.0.1.3680043.8.498.51")
+    (case.tmp / "dicom" / "slice004.dcm").unlink()
+    line = case.error("segment", case.tmp / "dicom", "-o", case.tmp / "labels.nii.gz")
+    assert "1 slice missing between slice003.dcm and slice005.dcm" in line
+    assert not (case.tmp / "labels.nii.gz").exists()
+
+
+@row("Reading", "a DICOM series with one slice file truncated",
+     "exit 2 naming the gap and the unreadable file (GDCM leaves it out of the series)")
+def _dicom_truncated_slice(case: Case) -> None:
+    from test_io import write_dicom_series
+
+    array, geometry = _scan_array()
+    write_dicom_series(array[:12], geometry, case.tmp / "dicom", uid="1.2.826.0.1.3680043.8.498.52")
+    _cut(case.tmp / "dicom" / "slice006.dcm", 0.8)
+    line = case.error("segment", case.tmp / "dicom", "-o", case.tmp / "labels.nii.gz")
+    assert "1 slice missing between slice005.dcm and slice007.dcm" in line
+    assert "outside the series (unreadable or truncated?): slice006.dcm" in line
+
+
+@row("Reading", "a DICOM series with uneven slice spacing (one slice 0.3 mm off)",
+     "exit 2, `uneven slice spacing between ...`")
+def _dicom_uneven(case: Case) -> None:
+    import SimpleITK as sitk_
+    from test_io import write_dicom_series
+
+    array, geometry = _scan_array()
+    folder = case.tmp / "dicom"
+    write_dicom_series(array[:12], geometry, folder, uid="1.2.826.0.1.3680043.8.498.53")
+    moved = sitk_.ReadImage(str(folder / "slice006.dcm"))
+    position = [float(v) for v in moved.GetMetaData("0020|0032").split("\\")]
+    normal = geometry.direction_matrix[:, 2]
+    moved.SetMetaData("0020|0032", "\\".join(f"{p + 0.3 * n:.10f}" for p, n in zip(position, normal)))
+    writer = sitk_.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    writer.SetFileName(str(folder / "slice006.dcm"))
+    writer.Execute(moved)
+    line = case.error("segment", folder, "-o", case.tmp / "labels.nii.gz")
+    assert "uneven slice spacing between slice005.dcm and slice006.dcm" in line
+
+
+@row("Reading", "a 1 x 1 x 1 image", "exit 2, `is a single voxel (1 x 1 x 1)`")
+def _one_voxel(case: Case) -> None:
+    path = io.write_image(np.ones((1, 1, 1), np.float32), Geometry((1, 1, 1)), case.tmp / "dot.nrrd")
+    assert "dot.nrrd is a single voxel (1 x 1 x 1); a 3D TOF-MRA volume is needed" in case.error(
+        "segment", path, "-o", case.tmp / "l.nii.gz")
+
+
+# --------------------------------------------------------------------------------------- Python API
+
+
+@row("Python API", "`segment()` of a bool array", "`InputError`: `is a boolean mask, not a grey-value TOF-MRA`")
+def _bool_array(case: Case) -> None:
+    from AneurysmSegLib.core.errors import InputError
+    from AneurysmSegLib.core.geometry import Image
+    from AneurysmSegLib.core.pipeline import segment
+
+    array, geometry = _scan_array()
+    with pytest.raises(InputError, match="is a boolean mask, not a grey-value TOF-MRA"):
+        segment(Image(array > 200, geometry, "mask"), case.loaded_models)
+
+
+@row("Python API", "an image with a singular or a sheared direction matrix",
+     "`InputError`: `singular direction matrix` / `not orthonormal` (not a raw SimpleITK error)")
+def _bad_direction(case: Case) -> None:
+    from AneurysmSegLib.core.errors import InputError
+    from AneurysmSegLib.core.geometry import Image
+    from AneurysmSegLib.core.pipeline import segment
+
+    array, geometry = _scan_array()
+    singular = Geometry(geometry.spacing, geometry.origin, (1, 0, 0, 0, 1, 0, 0, 1, 0))
+    sheared = Geometry(geometry.spacing, geometry.origin, (1, 0.3, 0, 0, 1, 0, 0, 0, 1))
+    with pytest.raises(InputError, match="has a singular direction matrix"):
+        segment(Image(array, singular, "scan"), case.loaded_models)
+    with pytest.raises(InputError, match="direction matrix that is not orthonormal"):
+        segment(Image(array, sheared, "scan"), case.loaded_models)
+
+
+@row("Requests", "`--threads 100000` on a 2-core machine",
+     "a warning (`more than the N CPU core(s) ... using N`) and the run goes on with N threads")
+def _too_many_threads(case: Case) -> None:
+    import torch
+
+    from AneurysmSegLib.cli.segment import usable_cores
+
+    threads = torch.get_num_threads()
+    try:
+        rc, _, err = case.cli("segment", case.scan(), "-o", case.tmp / "l.nii.gz", "--threads", 100000,
+                              "--models", case.models)
+        assert rc == 0 and torch.get_num_threads() == usable_cores()
+    finally:
+        torch.set_num_threads(threads)
+    assert f"warning: --threads 100000 is more than the {usable_cores()} CPU core(s)" in err
 
 
 # ------------------------------------------------------------------------------------------ the table

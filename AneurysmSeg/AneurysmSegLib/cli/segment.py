@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ from typing import Any, Sequence
 
 from ..core.errors import AneurysmSegError, InputError, OutputError
 from ..io.exports import FORMATS, Exports
+from ..io.headers import DEFAULT_MAX_VOXELS
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 
@@ -51,7 +53,12 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--binary", action="store_true", help="write every aneurysm as label 1")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", type=str.lower,
                    help="where the networks run (default: a CUDA GPU when there is one)")
-    p.add_argument("--threads", type=int, metavar="N", help="CPU threads for torch and SimpleITK")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="CPU threads for torch and SimpleITK (at most the cores this process may use)")
+    p.add_argument("--max-voxels", type=int, default=None, metavar="N",
+                   help=f"refuse a scan whose header claims more voxels than this, before reading it "
+                        f"(default {DEFAULT_MAX_VOXELS:,} = 1024 x 1024 x 512); raise it for a larger real scan "
+                        "on a machine with the memory")
     p.add_argument("--no-detect", action="store_true",
                    help="skip the detector: segment only around the --seeds (fine stage only)")
     p.add_argument("--detection-threshold", type=float, default=None, metavar="P",
@@ -274,16 +281,42 @@ class ProgressPrinter:
 # --------------------------------------------------------------------------------------- run
 
 
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one, e.g. a cluster job)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def configure_threads(threads: int | None) -> None:
+    """Set torch's and SimpleITK's thread counts; more than the usable cores is clamped with a warning
+    (tens of thousands of threads crash the process instead of speeding it up)."""
     if threads is None:
         return
     if threads < 1:
         raise InputError("--threads must be at least 1")
+    cores = usable_cores()
+    if threads > cores:
+        warn(f"--threads {threads} is more than the {cores} CPU core(s) this process may use; using {cores}")
+        threads = cores
     import SimpleITK as sitk
     import torch
 
     torch.set_num_threads(threads)
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
+
+
+def max_voxels(args: argparse.Namespace) -> int:
+    limit = DEFAULT_MAX_VOXELS if args.max_voxels is None else args.max_voxels
+    if limit < 1:
+        raise InputError("--max-voxels must be a positive number of voxels")
+    return limit
+
+
+def warn(message: str) -> None:
+    """A warning the user sees (stderr, one line), the command still runs."""
+    print(f"aneurysmseg segment: warning: {message}", file=sys.stderr, flush=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -293,6 +326,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--detection-threshold must lie between 0 and 1")
     if args.no_detect and args.seeds is None:
         raise InputError("--no-detect needs --seeds: without the detector only given seeds are segmented")
+    max_voxels(args)
     cases = batch_cases(args.input) if args.input.is_dir() else []
     if cases:
         return run_batch(args, cases)
@@ -310,7 +344,7 @@ def run_single(args: argparse.Namespace) -> int:
     dicom_files = series.files if series is not None else None
     check_outputs(out, dicom_files, args.input.name, input_files(args.input))
     seeds = read_seeds(args.seeds) if args.seeds is not None else None
-    image = read_image(args.input)
+    image = read_image(args.input, max_voxels=max_voxels(args))
     configure_threads(args.threads)
     models = load_models(args.models, device=args.device)
     progress = ProgressPrinter()
@@ -437,7 +471,7 @@ def run_batch(args: argparse.Namespace, cases: list[tuple[str, Path]]) -> int:
             series = dicom_series(path)
             dicom_files = series.files if series is not None else None
             check_outputs(out, dicom_files, name, input_files(path))
-            image = read_image(path)
+            image = read_image(path, max_voxels=max_voxels(args))
             result = segment(image, models, detect=True, detection_threshold=args.detection_threshold,
                              precision=args.precision)
             assert result is not None

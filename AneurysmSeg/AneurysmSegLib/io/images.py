@@ -4,7 +4,8 @@
 writer in the project goes through them so that spacing, origin and direction survive.
 
 Reading validates before anything else runs, so that a bad input fails in a second with one clear
-line (:class:`InputError`) instead of deep inside the pipeline. Writing checks the destination first
+line (:class:`InputError`) instead of deep inside the pipeline: the header's size before any voxel is
+allocated, the bytes it promises, NaN/Inf in every format, DICOM slice spacing (see ``io.headers``). Writing checks the destination first
 and goes through a temporary file in the same folder followed by ``os.replace``: a failure or a
 cancellation never leaves a half-written output behind.
 """
@@ -21,6 +22,8 @@ import SimpleITK as sitk
 from ..core.errors import InputError, OutputError
 from ..core.geometry import Geometry, Image
 from .atomic import OutputSet, ensure_can_create, write_atomic
+from .headers import (DEFAULT_MAX_VOXELS, check_header, check_metaimage_payload, check_nifti_payload,
+                      check_slice_positions, check_voxel_count)
 
 #: Extensions read from a single file (lower case, longest first so ".nii.gz" wins over ".gz").
 READ_EXTENSIONS: tuple[str, ...] = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
@@ -59,35 +62,51 @@ def extension_of(path: str | Path) -> str:
     return Path(name).suffix
 
 
-def read_image(path: str | Path) -> Image:
+def read_image(path: str | Path, max_voxels: int = DEFAULT_MAX_VOXELS) -> Image:
     """Read a 3D scalar volume (NIfTI, NRRD, MetaImage or a DICOM series folder) and validate it.
 
     Returns a float32 ``[z, y, x]`` array with the file's spacing, origin and direction unchanged.
-    Raises :class:`InputError` with a one-line reason for anything that cannot be a TOF-MRA volume.
+    Raises :class:`InputError` with a one-line reason for anything that cannot be a TOF-MRA volume,
+    including a header that claims more than ``max_voxels`` voxels (checked before reading them).
     """
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path} does not exist")
     if path.is_dir():
-        img, source = _read_dicom_folder(path)
+        img, source = _read_dicom_folder(path, max_voxels=max_voxels)
     elif extension_of(path) not in READ_EXTENSIONS and is_dicom_file(path):
-        img, source = _read_dicom_folder(path.parent, containing=path)
+        img, source = _read_dicom_folder(path.parent, containing=path, max_voxels=max_voxels)
     else:
-        img, source = _read_file(path), str(path)
+        img, source = _read_file(path, max_voxels), str(path)
     _validate_sitk(img, path.name)
-    image = from_sitk(img, source=source)
-    validate_image(image, name=path.name)
-    return image
+    # validated in the file's own pixel type: a float64 voxel beyond float32's range is named as such
+    # instead of becoming infinity (with a numpy overflow warning) in the conversion
+    native = Image(sitk.GetArrayFromImage(img), geometry_of(img), source)
+    validate_image(native, name=path.name)
+    return Image(native.array.astype(np.float32, copy=False), native.geometry, source)
 
 
-def _read_file(path: Path) -> sitk.Image:
+def _read_file(path: Path, max_voxels: int) -> sitk.Image:
+    """Header first (size, type, promised bytes, NaN/Inf where ITK would hide them), then the voxels."""
     ext = extension_of(path)
     if ext not in READ_EXTENSIONS:
         known = ", ".join(READ_EXTENSIONS)
         raise InputError(f"{path.name}: unknown image format '{ext or '(no extension)'}'; "
                          f"use one of {known} or a DICOM series folder")
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
     try:
-        return sitk.ReadImage(str(path))
+        reader.ReadImageInformation()
+    except RuntimeError as exc:
+        raise InputError(f"{path.name} could not be read as a {_FORMAT_NAMES[ext]} image "
+                         f"(corrupt or incomplete file?): {_first_line(exc)}") from None
+    check_header(reader, path.name, max_voxels)
+    if ext in (".nii", ".nii.gz"):
+        check_nifti_payload(path)
+    elif ext in (".mha", ".mhd"):
+        check_metaimage_payload(path)
+    try:
+        return reader.Execute()
     except RuntimeError as exc:
         raise InputError(f"{path.name} could not be read as a {_FORMAT_NAMES[ext]} image "
                          f"(corrupt or incomplete file?): {_first_line(exc)}") from None
@@ -148,21 +167,63 @@ def dicom_series(path: str | Path) -> DicomSeries | None:
     return DicomSeries(folder, chosen, tuple(files[chosen]), len(series_ids))
 
 
-def _read_dicom_folder(folder: Path, containing: Path | None = None) -> tuple[sitk.Image, str]:
-    """Read the DICOM series of ``folder`` (or the one holding the file ``containing``)."""
+def _read_dicom_folder(folder: Path, containing: Path | None = None,
+                       max_voxels: int = DEFAULT_MAX_VOXELS) -> tuple[sitk.Image, str]:
+    """Read the DICOM series of ``folder`` (or the one holding the file ``containing``): its size checked
+    from the first slice's header before reading, its slice positions checked after (even spacing)."""
     series = dicom_series(containing if containing is not None else folder)
     assert series is not None
+    first = sitk.ImageFileReader()
+    first.SetFileName(series.files[0])
+    try:
+        first.ReadImageInformation()
+    except RuntimeError as exc:
+        raise InputError(f"DICOM series {series.uid} in {folder} could not be read: {_first_line(exc)}") from None
+    width, height = first.GetSize()[:2]
+    check_voxel_count((width, height, len(series.files)), f"DICOM series {series.uid} in {folder}", max_voxels)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(series.files)
+    reader.MetaDataDictionaryArrayUpdateOn()
+    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)  # ITK only warns of uneven slices: checked below instead
     try:
         img = reader.Execute()
     except RuntimeError as exc:
         raise InputError(f"DICOM series {series.uid} in {folder} could not be read: {_first_line(exc)}") from None
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
+    _check_dicom_slices(reader, series)
     source = f"{folder} (DICOM series {series.uid}, {len(series.files)} files"
     if series.series_in_folder > 1:
         why = f"the series of {containing.name}" if containing is not None else "the largest"
         source += f"; {why} of {series.series_in_folder} series"
     return img, source + ")"
+
+
+def _check_dicom_slices(reader: sitk.ImageSeriesReader, series: DicomSeries) -> None:
+    """Slice positions (0020,0032) along the slice normal must be evenly spaced: a missing or truncated
+    file (GDCM leaves an unreadable one out of the series) or a second stack would otherwise move
+    everything after the gap. The error names the files on both sides and any unreadable file."""
+    count = len(series.files)
+    if count < 3 or not all(reader.HasMetaDataKey(i, "0020|0032") for i in range(count)) \
+            or not reader.HasMetaDataKey(0, "0020|0037"):
+        return  # a single multi-frame file, or positions not given: nothing to compare
+    try:
+        positions = [tuple(float(v) for v in reader.GetMetaData(i, "0020|0032").split("\\")) for i in range(count)]
+        orientation = tuple(float(v) for v in reader.GetMetaData(0, "0020|0037").split("\\"))
+    except ValueError:
+        raise InputError(f"DICOM series {series.uid} in {series.folder}: unreadable slice position or "
+                         "orientation tags") from None
+    try:
+        check_slice_positions(positions, orientation, list(series.files), series.uid)
+    except InputError as exc:
+        members = {os.path.realpath(f) for f in series.files}
+        outside = [p.name for p in sorted(series.folder.iterdir())
+                   if p.is_file() and os.path.realpath(p) not in members and is_dicom_file(p)]
+        if outside:
+            raise InputError(f"{exc}; DICOM files in the folder outside the series (unreadable or truncated?): "
+                             f"{', '.join(outside[:5])}{' ...' if len(outside) > 5 else ''}") from None
+        raise
 
 
 def _first_line(exc: BaseException) -> str:
@@ -189,16 +250,24 @@ def _validate_sitk(img: sitk.Image, name: str) -> None:
         raise InputError(f"{name} has complex voxels; a real-valued TOF-MRA magnitude image is needed")
 
 
+#: How far a direction matrix may be from orthonormal (rounding in file headers stays far below).
+DIRECTION_TOLERANCE = 1e-3
+
+
 def validate_image(image: Image | np.ndarray, name: str = "") -> None:
     """Raise :class:`InputError` unless ``image`` is a usable 3D scalar TOF-MRA volume.
 
     Works on arrays from anywhere (files, Slicer volume nodes): shape must be ``[z, y, x]`` with every
-    size > 1, the dtype numeric, the values finite and not all equal.
+    size > 1, the dtype numeric (not a boolean mask), the values finite, within float32's range (what
+    the pipeline computes in) and not all equal; an :class:`Image`'s direction must be a rotation or
+    reflection (orthonormal).
     """
     array = image.array if isinstance(image, Image) else np.asarray(image)
     name = name or (image.source if isinstance(image, Image) and image.source else "the image")
     size_xyz = " x ".join(str(s) for s in array.shape[::-1])
-    if array.dtype.kind not in "biuf":
+    if array.dtype.kind == "b":
+        raise InputError(f"{name} is a boolean mask, not a grey-value TOF-MRA; give the scan's intensities")
+    if array.dtype.kind not in "iuf":
         raise InputError(f"{name} has non-numeric voxels ({array.dtype}); a grey-value TOF-MRA is needed")
     if array.size == 0:
         raise InputError(f"{name} is empty (size {size_xyz or '0'}); a 3D TOF-MRA volume is needed")
@@ -208,15 +277,39 @@ def validate_image(image: Image | np.ndarray, name: str = "") -> None:
         raise InputError(f"{name} is {array.ndim}D ({size_xyz}); a single-component 3D TOF-MRA "
                          "volume is needed, not a 4D or multi-component image")
     if min(array.shape) == 1:
-        plane = " x ".join(str(s) for s in array.shape[::-1] if s != 1)
-        raise InputError(f"{name} is 2D ({plane}, a single slice); a 3D TOF-MRA volume is needed")
+        kept = [str(s) for s in array.shape[::-1] if s != 1]
+        what = {0: f"a single voxel ({size_xyz})", 1: f"a line of {kept[0] if kept else 1} voxels ({size_xyz})"}.get(
+            len(kept), f"2D ({' x '.join(kept)}, a single slice)")
+        raise InputError(f"{name} is {what}; a 3D TOF-MRA volume is needed")
     if array.dtype.kind == "f":
-        bad = ~np.isfinite(array)
-        if bad.any():
-            raise InputError(f"{name} contains {int(bad.sum())} NaN or infinite voxels; "
+        bad = array.size - int(np.count_nonzero(np.isfinite(array)))
+        if bad == array.size:
+            raise InputError(f"{name} holds only NaN or infinite voxels ({bad}); it holds no image")
+        if bad:
+            raise InputError(f"{name} contains {bad} NaN or infinite voxels; "
                              "a TOF-MRA with finite values is needed")
+        largest, limit = float(np.max(np.abs(array))), float(np.finfo(np.float32).max)
+        if largest > limit:  # compared as Python floats: numpy would cast to float32 and overflow
+            raise InputError(f"{name} holds values up to {largest:.3g}, beyond the range of float32 "
+                             f"({limit:.3g}) that AneurysmSeg computes in; rescale the image")
     if array.min() == array.max():
         raise InputError(f"{name} is constant (every voxel is {array.flat[0]}); it holds no image")
+    if isinstance(image, Image):
+        check_direction(image.geometry, name)
+
+
+def check_direction(geometry: Geometry, name: str = "the image") -> None:
+    """InputError unless the direction matrix is orthonormal: a singular one has no inverse (positions
+    cannot be mapped back to voxels) and a sheared or scaled one is not a scanner orientation."""
+    d = geometry.direction_matrix
+    shown = "[" + ", ".join(f"{v:.4g}" for v in geometry.direction) + "]"
+    if not np.isfinite(d).all() or abs(np.linalg.det(d)) < 1e-6:
+        raise InputError(f"{name} has a singular direction matrix {shown} (its axes are not independent); "
+                         "the file's orientation is broken")
+    error = float(np.abs(d.T @ d - np.eye(3)).max())
+    if error > DIRECTION_TOLERANCE:
+        raise InputError(f"{name} has a direction matrix that is not orthonormal {shown} (deviation "
+                         f"{error:.2g}): its axes must be perpendicular unit vectors; fix the orientation")
 
 
 # -------------------------------------------------------------------------------------------- write
