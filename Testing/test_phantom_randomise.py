@@ -54,6 +54,7 @@ def test_many_randomised_draws_cover_the_input_kinds() -> None:
                      "matrix_zerofilled", "uint8", "int16_offset", "uint16_4095", "float_scaled"}
     assert 0.22 < np.mean([p.realistic for p in plans]) < 0.38
     assert all(p.appearance == {} for p in plans if p.realistic)
+    assert {p.scanner for p in plans if p.realistic} == {"train", "shifted"}
     for p in plans:
         if p.appearance:
             assert p.appearance["contrast"] >= 1.3 * max(1.0, p.appearance["wm_ratio"], p.appearance["csf_ratio"]) - 1e-9

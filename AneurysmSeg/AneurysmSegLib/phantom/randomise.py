@@ -22,7 +22,7 @@ import numpy as np
 from . import kinds
 from .render import PhantomCase, generate_case
 
-REALISTIC_SHARE = 0.3  # cases rendered with the generator's realistic appearance (still any field of view)
+REALISTIC_SHARE = 0.3  # cases with the generator's realistic appearance, its training or shifted scanner (any field of view)
 MAX_VOXELS = 256 * 256 * 96  # grids larger than this are cropped in-plane around the circle of Willis
 
 
@@ -98,6 +98,7 @@ class Plan:
     """Every draw of one randomised case, made before anything is rendered."""
 
     realistic: bool
+    scanner: str  # the generator's scanner distribution (realistic cases: either; randomised: "train")
     shape_xyz: list[int]
     spacing: list[float]
     field_of_view: str
@@ -111,6 +112,7 @@ def plan(seed: int, max_voxels: int = MAX_VOXELS, realistic_share: float = REALI
     realistic = bool(rng.random() < realistic_share)
     shape, spacing, fov_kind = random_grid(rng, max_voxels)
     appearance = {} if realistic else random_appearance(rng)
+    scanner = str(rng.choice(["train", "shifted"])) if realistic else "train"
     steps: list[tuple[str, tuple]] = []
     u = rng.random()
     if fov_kind == "slab" and u < 0.25:
@@ -130,7 +132,7 @@ def plan(seed: int, max_voxels: int = MAX_VOXELS, realistic_share: float = REALI
     u = rng.random()  # the stored convention (vessels-only exports are uint8 already); from 0.6 the generator's
     if u < 0.6 and ("vessels_only", ()) not in steps:
         steps.append((("uint8", "int16_offset", "uint16_4095", "float_scaled")[int(u / 0.15)], ()))
-    return Plan(realistic, shape, spacing, fov_kind, appearance, steps)
+    return Plan(realistic, scanner, shape, spacing, fov_kind, appearance, steps)
 
 
 def randomised_case(seed: int, max_voxels: int = MAX_VOXELS, realistic_share: float = REALISTIC_SHARE,
@@ -138,7 +140,8 @@ def randomised_case(seed: int, max_voxels: int = MAX_VOXELS, realistic_share: fl
     """One domain-randomised case, deterministic from ``seed``; ``overrides`` fix generator parameters
     (e.g. ``n_aneurysms``) after the draws."""
     pl = plan(seed, max_voxels, realistic_share)
-    case = generate_case(seed, pl.shape_xyz, pl.spacing, "train", **{"anatomy": "varied", **pl.appearance, **overrides})
+    case = generate_case(seed, pl.shape_xyz, pl.spacing, pl.scanner,
+                         **{"anatomy": "varied", **pl.appearance, **overrides})
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5EED, 1]))
     for name, args in pl.steps:
         case = _STEPS[name](case, rng, *args)
