@@ -395,6 +395,88 @@ def _too_many_threads(case: Case) -> None:
     assert f"warning: --threads 100000 is more than the {usable_cores()} CPU core(s)" in err
 
 
+# ------------------------------------------------------------------------------------------ seeds
+
+
+def _seeds_file(path: Path, positions: list) -> Path:
+    path.write_text(json.dumps({"coordinate_system": "LPS",
+                                "seeds": [{"position": [float(v) for v in p], "label": f"U{i + 1}"}
+                                          for i, p in enumerate(positions)]}))
+    return path
+
+
+@row("Seeds", "1000 seeds", "exit 2, `1000 seeds given; at most 100 are segmented in one run`; nothing runs")
+def _too_many_seeds(case: Case) -> None:
+    grid = [BLOBS[0][0] + np.array([i % 10, (i // 10) % 10, i // 100], float) for i in range(1000)]
+    seeds = _seeds_file(case.tmp / "grid.json", grid)
+    line = case.error("segment", case.scan(), "-o", case.tmp / "l.nii.gz", "--seeds", seeds, "--models", case.models)
+    assert "1000 seeds given; at most 100 are segmented in one run" in line
+    assert not (case.tmp / "l.nii.gz").exists()
+
+
+@row("Seeds", "a seed outside the volume (with one inside)",
+     "a warning naming it (`1 seed(s) outside the image ... not used: U2 at LPS (...) mm`); the others run")
+def _seed_outside(case: Case) -> None:
+    seeds = _seeds_file(case.tmp / "s.json", [BLOBS[1][0], BLOBS[1][0] + np.array([0.0, 0.0, 500.0])])
+    rc, out, err = case.cli("segment", case.scan(), "-o", case.tmp / "l.nii.gz", "--seeds", seeds, "--no-detect",
+                            "--models", case.models)
+    assert rc == 0 and "1 aneurysm(s) from 1 VOI seed(s)" in out
+    assert "warning: 1 seed(s) outside the image (90 x 96 x 48 voxels) not used: U2 at LPS (" in err
+
+
+@row("Seeds", "a user's seed on an aneurysm (seeds files say confidence 1.0)",
+     "the aneurysm's confidence is the fine stage's own mean probability, not 1.00")
+def _user_seed_confidence(case: Case) -> None:
+    seeds = _seeds_file(case.tmp / "s.json", [BLOBS[1][0]])
+    rc, out, _ = case.cli("segment", case.scan(), "-o", case.tmp / "l.nii.gz", "--seeds", seeds, "--no-detect",
+                          "--report", case.tmp / "r.json", "--models", case.models)
+    assert rc == 0
+    confidence = json.loads((case.tmp / "r.json").read_text())["aneurysms"][0]["confidence"]
+    assert 0.5 < confidence < 1.0 and f"confidence {confidence:.2f}" in out
+
+
+@row("Python API", "a seed at NaN or infinity", "`InputError`: `a seed needs three finite coordinates`")
+def _nan_seed(case: Case) -> None:
+    from AneurysmSegLib.core.errors import InputError
+    from AneurysmSegLib.core.pipeline import segment
+    from AneurysmSegLib.core.result import Seed
+
+    scan = synthetic_scan()
+    for bad in ((float("nan"), 0.0, 0.0), (0.0, float("inf"), 0.0)):
+        with pytest.raises(InputError, match="a seed needs three finite coordinates"):
+            segment(scan, case.loaded_models, seeds=[Seed(bad)], detect=False)
+
+
+@row("Python API", "`batch_size=-1` (or 0) with a seed on an aneurysm",
+     "`InputError`: `batch_size must be a positive number of VOIs per call` (not 0 aneurysms)")
+def _batch_size(case: Case) -> None:
+    from AneurysmSegLib.core.errors import InputError
+    from AneurysmSegLib.core.pipeline import segment
+    from AneurysmSegLib.core.result import Seed
+
+    scan = synthetic_scan()
+    for bad in (-1, 0):
+        with pytest.raises(InputError, match="batch_size must be a positive number of VOIs per call"):
+            segment(scan, case.loaded_models, seeds=[Seed(tuple(BLOBS[0][0]))], detect=False, batch_size=bad)
+
+
+@row("Python API", "`preprocessed=` of another image of the same size",
+     "`InputError`: `computed from another image` (compared by content, not size)")
+def _other_preprocessed(case: Case) -> None:
+    from AneurysmSegLib.core.errors import InputError
+    from AneurysmSegLib.core.pipeline import prepare, segment
+    from AneurysmSegLib.core.result import Seed
+
+    scan, other = synthetic_scan(), synthetic_scan(seed=1)
+    assert scan.array.shape == other.array.shape and scan.content_key() != other.content_key()
+    pre = prepare(other, case.loaded_models)
+    with pytest.raises(InputError, match="computed from another image"):
+        segment(scan, case.loaded_models, seeds=[Seed(tuple(BLOBS[0][0]))], detect=False, preprocessed=pre)
+    copy = type(other)(other.array.copy(), other.geometry, "a copy")  # equal content: reused
+    assert segment(copy, case.loaded_models, seeds=[Seed(tuple(BLOBS[0][0]))], detect=False,
+                   preprocessed=pre) is not None
+
+
 # ------------------------------------------------------------------------------------------ the table
 
 

@@ -11,9 +11,10 @@ import importlib
 import signal
 import sys
 import threading
+import warnings
 from typing import Iterator
 
-from ..core.errors import AneurysmSegError
+from ..core.errors import AneurysmSegError, InputWarning
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "segment": ("AneurysmSegLib.cli.segment", "segment aneurysms in a TOF-MRA (file, DICOM folder or batch folder)"),
@@ -55,10 +56,27 @@ def _sigterm_as_exception() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+@contextlib.contextmanager
+def _warnings_as_lines(command: str) -> Iterator[None]:
+    """Every :class:`InputWarning` becomes one ``aneurysmseg CMD: warning: ...`` line on stderr."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", InputWarning)
+        previous = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None) -> None:
+            if issubclass(category, InputWarning):
+                print(f"aneurysmseg {command}: warning: {message}", file=sys.stderr, flush=True)
+            else:
+                previous(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+        yield
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        with _sigterm_as_exception():
+        with _sigterm_as_exception(), _warnings_as_lines(args.command):
             return int(importlib.import_module(args._module).run(args) or 0)
     except AneurysmSegError as exc:
         print(f"aneurysmseg {args.command}: error: {exc}", file=sys.stderr)

@@ -24,11 +24,12 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..core.errors import AneurysmSegError, InputError, OutputError
+from ..core.errors import AneurysmSegError, InputError, InputWarning, OutputError
 from ..io.exports import FORMATS, Exports
 from ..io.headers import DEFAULT_MAX_VOXELS
 
@@ -298,7 +299,8 @@ def configure_threads(threads: int | None) -> None:
         raise InputError("--threads must be at least 1")
     cores = usable_cores()
     if threads > cores:
-        warn(f"--threads {threads} is more than the {cores} CPU core(s) this process may use; using {cores}")
+        warnings.warn(f"--threads {threads} is more than the {cores} CPU core(s) this process may use; "
+                      f"using {cores}", InputWarning, stacklevel=2)
         threads = cores
     import SimpleITK as sitk
     import torch
@@ -313,10 +315,6 @@ def max_voxels(args: argparse.Namespace) -> int:
         raise InputError("--max-voxels must be a positive number of voxels")
     return limit
 
-
-def warn(message: str) -> None:
-    """A warning the user sees (stderr, one line), the command still runs."""
-    print(f"aneurysmseg segment: warning: {message}", file=sys.stderr, flush=True)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -19,3 +19,7 @@ class OutputError(AneurysmSegError):
 
 class Cancelled(AneurysmSegError):
     """The user cancelled; no partial result exists."""
+
+
+class InputWarning(UserWarning):
+    """An input the tool half-understands: the run goes on, and every front end shows this line."""

@@ -8,6 +8,7 @@ LPS physical space (millimetres). RAS (Slicer's world) differs by flipping the s
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -95,3 +96,15 @@ class Image:
     def shape_xyz(self) -> tuple[int, int, int]:
         z, y, x = self.array.shape
         return (x, y, z)
+
+    def content_key(self) -> str:
+        """sha256 of the voxels (type, shape, bytes) and the geometry: a cache key that another scan
+        of the same size, or this one edited in place, cannot hit."""
+        h = hashlib.sha256(f"{self.array.dtype.str}{self.array.shape}{self.geometry}".encode())
+        h.update(memoryview(np.ascontiguousarray(self.array)).cast("B"))
+        return h.hexdigest()
+
+    def same_scan(self, other: "Image") -> bool:
+        """The same voxels in the same geometry (the same object, or equal content)."""
+        return other is self or (self.geometry == other.geometry and self.array.shape == other.array.shape
+                                 and bool(np.array_equal(self.array, other.array)))

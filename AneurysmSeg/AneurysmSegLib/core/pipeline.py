@@ -14,16 +14,23 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from typing import Callable, Sequence
+
+import numpy as np
 
 from ..preprocess import Preprocessed, preprocess
 from ..stages import detect as detect_stage
 from ..stages import refine as refine_stage
 from ..stages.measure import measure_labels
-from .errors import Cancelled, InputError
+from .errors import Cancelled, InputError, InputWarning
 from .geometry import Image
 from .models import LoadedModels
 from .result import Seed, SegmentationResult
+
+#: At most this many given seeds in one run: each is a 64^3 VOI through the fine network (about half a
+#: second and tens of MB on a CPU); hundreds are a mistake (a grid of points), not a correction.
+MAX_SEEDS = 100
 
 ProgressCallback = Callable[[float, str], None]
 CancelCheck = Callable[[], bool]
@@ -83,13 +90,43 @@ def segment(image: Image, models: LoadedModels, *, seeds: Sequence[Seed] | None 
         raise InputError(f"the detection threshold must be a positive probability, got {detection_threshold:g}")
     if precision not in detect_stage.PRECISIONS:
         raise InputError(f"precision must be one of {', '.join(detect_stage.PRECISIONS)}, got {precision!r}")
-    if preprocessed is not None and preprocessed.image.array.shape != image.array.shape:
-        raise InputError("the preprocessed scan given does not belong to this image (different size)")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise InputError(f"batch_size must be a positive number of VOIs per call, got {batch_size!r}")
+    if preprocessed is not None and not preprocessed.image.same_scan(image):
+        raise InputError("the preprocessed scan given was computed from another image (its voxels or geometry "
+                         "differ); leave it out, or preprocess this image with pipeline.prepare")
+    given = usable_seeds(list(seeds or []), image)
     try:
-        return _segment(image, models, list(seeds or []), detect, detection_threshold, progress, cancel,
+        return _segment(image, models, given, detect, detection_threshold, progress, cancel,
                         preprocessed, batch_size, precision)
     except Cancelled:
         return None
+
+
+def usable_seeds(seeds: list[Seed], image: Image) -> list[Seed]:
+    """The given seeds that lie in the image. InputError for a position that is not three finite
+    numbers or for more than :data:`MAX_SEEDS` seeds; an :class:`InputWarning` naming the seeds outside
+    the image, which are left out (a VOI there holds nothing of this scan)."""
+    if len(seeds) > MAX_SEEDS:
+        raise InputError(f"{len(seeds)} seeds given; at most {MAX_SEEDS} are segmented in one run (each is a "
+                         "VOI of about half a second and tens of MB): give the seeds of the aneurysms to check")
+    for i, seed in enumerate(seeds, start=1):
+        position = np.asarray(seed.position_lps, dtype=float)
+        if position.shape != (3,) or not np.isfinite(position).all():
+            raise InputError(f"seed {seed.label or i} has position {tuple(seed.position_lps)}; "
+                             "a seed needs three finite coordinates (LPS, mm)")
+    if not seeds:
+        return seeds
+    index = image.geometry.lps_to_index(np.array([s.position_lps for s in seeds], dtype=float))
+    size = np.asarray(image.shape_xyz, dtype=float)
+    inside = np.all((index >= -0.5) & (index <= size - 0.5), axis=1)
+    if not inside.all():
+        shape = " x ".join(str(int(s)) for s in size)
+        named = [f"{s.label or f'seed {i + 1}'} at LPS ({', '.join(f'{v:.1f}' for v in s.position_lps)}) mm"
+                 for i, s in enumerate(seeds) if not inside[i]]
+        warnings.warn(f"{len(named)} seed(s) outside the image ({shape} voxels) not used: "
+                      f"{'; '.join(named[:5])}{' ...' if len(named) > 5 else ''}", InputWarning, stacklevel=3)
+    return [s for s, keep in zip(seeds, inside) if keep]
 
 
 def _segment(image: Image, models: LoadedModels, given: list[Seed], detect: bool, threshold: float,

@@ -39,7 +39,7 @@ def runPipeline(volumeNode, *, seeds: Sequence[Seed] | None = None, detect: bool
         models = load_models(device=device)
     preprocessed = None
     if preprocessedCache is not None:
-        key = (volumeNode.GetID(), volumeNode.GetImageData().GetMTime(), image.geometry, id(models))
+        key = (image.content_key(), id(models))  # content, not node or time: an edited volume misses
         preprocessed = preprocessedCache.get(key)
         if preprocessed is None:
             if progress is not None:

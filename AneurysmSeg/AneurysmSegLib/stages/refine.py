@@ -119,11 +119,15 @@ def paste(predictions: Sequence[VoiPrediction], image: Geometry, shape_zyx: Sequ
     lut = np.zeros(n + 1, dtype=np.uint16)
     seeds: dict[int, Seed] = {}
     conf: dict[int, float] = {}
-    for new, comp in enumerate(order, start=1):
+    fine_confidence = ndimage.mean(merged, components, index=order)  # mean probability over each aneurysm
+    for new, (comp, own) in enumerate(zip(order, fine_confidence), start=1):
         lut[comp] = new
         best = max(claimed[comp], key=lambda s: s.confidence)
         seeds[new] = best
-        conf[new] = float(best.confidence)
+        # The detector's probability when it proposed the aneurysm; for a user's seed (whose 1.0 says
+        # nothing about the finding) the fine stage's own mean probability over the aneurysm.
+        detected = [s.confidence for s in claimed[comp] if s.source == "detector"]
+        conf[new] = float(max(detected)) if detected else round(float(own), 4)
     labels_out[union] = lut[components]
     return Refined(labels_out, seeds, conf)
 
