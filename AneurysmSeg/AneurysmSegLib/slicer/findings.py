@@ -337,16 +337,18 @@ def applyRefinement(volumeNode, plan: RefinePlan, result: SegmentationResult | N
 # ---------------------------------------------------------------------------------------- review
 
 
-def _pointIndex(seedsNode, seedId: str) -> int:
-    return seedsNode.GetNthControlPointIndexByID(seedId) if seedsNode is not None else -1
+def _nodesOfFinding(volumeNode, seedId: str) -> tuple:
+    """(segmentationNode, seedsNode, tableNode, index of the seed) of the finding of ``seedId``."""
+    segmentationNode, seedsNode, tableNode = scene.resultNodesOf(volumeNode)
+    index = seedsNode.GetNthControlPointIndexByID(seedId) if seedsNode is not None else -1
+    if index < 0:
+        raise InputError(f"no seed with ID {seedId!r}")
+    return segmentationNode, seedsNode, tableNode, index
 
 
 def setAccepted(volumeNode, seedId: str, accepted: bool = True) -> None:
     """Mark a finding accepted (kept as it is by later runs) or back to be reviewed."""
-    segmentationNode, seedsNode, tableNode = scene.resultNodesOf(volumeNode)
-    index = _pointIndex(seedsNode, seedId)
-    if index < 0:
-        raise InputError(f"no seed with ID {seedId!r}")
+    segmentationNode, seedsNode, tableNode, index = _nodesOfFinding(volumeNode, seedId)
     point = next(p for p in seedPoints(seedsNode) if p.id == seedId)
     scene.describeSeed(seedsNode, index, point.confidence, point.source, "accepted" if accepted else "")
     updateFindingsTable(tableNode, segmentationNode, seedsNode)
@@ -354,10 +356,7 @@ def setAccepted(volumeNode, seedId: str, accepted: bool = True) -> None:
 
 def reject(volumeNode, seedId: str) -> None:
     """Remove a finding (segment and seed) and remember its place so detection does not bring it back."""
-    segmentationNode, seedsNode, tableNode = scene.resultNodesOf(volumeNode)
-    index = _pointIndex(seedsNode, seedId)
-    if index < 0:
-        raise InputError(f"no seed with ID {seedId!r}")
+    segmentationNode, seedsNode, tableNode, index = _nodesOfFinding(volumeNode, seedId)
     ras = [0.0, 0.0, 0.0]
     seedsNode.GetNthControlPointPosition(index, ras)
     rejected = [list(map(float, p)) for p in rejectedPositions(seedsNode)] + [[float(v) for v in ras]]
@@ -374,18 +373,14 @@ def reject(volumeNode, seedId: str) -> None:
 def jumpTo(volumeNode, seedId: str) -> np.ndarray:
     """Centre every slice view and 3D view on a finding (its centroid, else its seed); returns the
     world (RAS) position."""
-    segmentationNode, seedsNode, _ = scene.resultNodesOf(volumeNode)
-    index = _pointIndex(seedsNode, seedId)
-    if index < 0:
-        raise InputError(f"no seed with ID {seedId!r}")
+    segmentationNode, seedsNode, _, index = _nodesOfFinding(volumeNode, seedId)
     position = [0.0, 0.0, 0.0]
     seedsNode.GetNthControlPointPositionWorld(index, position)
     finding = next((f for f in findings(segmentationNode) if f.seedId == seedId), None)
     if finding is not None and finding.aneurysm is not None:
-        local = np.append(finding.aneurysm.centroid_ras, 1.0)
-        toWorld = vtk.vtkGeneralTransform()
+        toWorld = vtk.vtkGeneralTransform()  # the centroid is in the volume's frame, the views in world
         slicer.vtkMRMLTransformNode.GetTransformBetweenNodes(seedsNode.GetParentTransformNode(), None, toWorld)
-        position = list(toWorld.TransformPoint(local[:3]))
+        position = list(toWorld.TransformPoint(finding.aneurysm.centroid_ras))
     sceneNode = volumeNode.GetScene()
     slicer.vtkMRMLSliceNode.JumpAllSlices(sceneNode, *position, slicer.vtkMRMLSliceNode.CenteredJumpSlice)
     cameras = sceneNode.GetNodesByClass("vtkMRMLCameraNode")
