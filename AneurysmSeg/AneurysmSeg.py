@@ -386,6 +386,8 @@ class AneurysmSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.finishRun(run, job.result())
             except Exception as exc:
                 self.showError(_("The result could not be put in the scene."), exc)
+            else:
+                self.showWarnings(job.warnings)
         self.updateButtons()
 
     def finishRun(self, run, result) -> None:
@@ -395,6 +397,15 @@ class AneurysmSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         rows = table.GetNumberOfRows()
         self.setStatus(_("Done: {count} finding(s). Click a row to see it; accept or reject it.").format(count=rows),
                        1.0)
+
+    def showWarnings(self, messages) -> None:
+        """Inputs the tool half-understood: in the status line and a message box, and in the log."""
+        if not messages:
+            return
+        for message in messages:
+            logging.warning("AneurysmSeg: %s", message)
+        self.setStatus(_("Done, with warnings: {warnings}").format(warnings=" ".join(messages)))
+        slicer.util.warningDisplay("\n\n".join(messages), windowTitle=_("AneurysmSeg: check the input"))
 
     def showError(self, message: str, exc: Exception) -> None:
         """A message box with the reason; the traceback goes to the log (and the box's details)."""

@@ -73,7 +73,7 @@ SLICER_WIDGET_API: dict[str, frozenset[str]] = {
 #: Functions and classes of Slicer's Python package ``slicer.util`` (Base/Python/slicer/util.py).
 SLICER_UTIL: frozenset[str] = frozenset({
     "loadUI", "childWidgetVariables", "loadVolume", "confirmOkCancelDisplay", "confirmYesNoDisplay",
-    "errorDisplay", "tryWithErrorDisplay", "pip_install", "showStatusMessage", "WaitCursor", "VTKObservationMixin"})
+    "errorDisplay", "warningDisplay", "tryWithErrorDisplay", "pip_install", "showStatusMessage", "WaitCursor", "VTKObservationMixin"})
 
 #: Capitalised methods called on objects that are not Slicer's (VTK, Python, SimpleITK, psutil, Qt).
 NOT_SLICER: frozenset[str] = frozenset({

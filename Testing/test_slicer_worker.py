@@ -9,6 +9,7 @@ import time
 
 import psutil
 import pytest
+import vtk
 
 from AneurysmSegLib.core.geometry import lps_to_ras
 from AneurysmSegLib.slicer import runners, worker
@@ -153,3 +154,20 @@ def test_refine_with_only_deleted_seeds_needs_no_process(app, blobVolume, blobMo
     assert runners.submit(run, client) is None and client.process is None
     runners.applyRun(run, None)
     assert table.GetNumberOfRows() == 1
+
+
+def test_input_warnings_come_back_with_the_job_for_the_panel(app, blobVolume, client):
+    """An input the pipeline half-understands (here a seed outside the image) is a warning the panel
+    shows in its status line and a message box; the run still gives its result."""
+    from AneurysmSegLib.slicer import findings
+
+    seeds = findings.seedsNodeFor(blobVolume)
+    seeds.AddControlPoint(vtk.vtkVector3d(*lps_to_ras(BLOB_A[0])))
+    seeds.AddControlPoint(vtk.vtkVector3d(500.0, 500.0, 500.0))
+    run = runners.prepareRefine(blobVolume)
+    job = runners.submit(run, client)
+    wait(client, job)
+    assert job.state == "done", job.message
+    assert len(job.warnings) == 1 and "outside the image" in job.warnings[0]
+    segmentation, _, table = runners.applyRun(run, job.result())
+    assert segmentsNear(segmentation) == ["A"] and table.GetNumberOfRows() == 1

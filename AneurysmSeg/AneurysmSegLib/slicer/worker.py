@@ -30,11 +30,12 @@ import tempfile
 import threading
 import time
 import traceback
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Sequence
 
-from ..core.errors import AneurysmSegError
+from ..core.errors import AneurysmSegError, InputWarning
 from ..core.geometry import Image
 from ..core.result import Seed, SegmentationResult
 
@@ -164,11 +165,17 @@ def _handle(request: dict, state: _State, events: IO[str], lock: threading.Lock)
             _emit(events, lock, event="cancelled", id=rid)
             return
         seeds = request.get("seeds")
-        result = pipeline.segment(state.image, state.models,
-                                  seeds=[Seed.from_dict(s) for s in seeds] if seeds is not None else None,
-                                  detect=bool(request.get("detect", True)),
-                                  detection_threshold=request.get("threshold"), progress=progress,
-                                  cancel=cancel, preprocessed=state.prepared)
+        with warnings.catch_warnings(record=True) as caught:  # InputWarnings go to the panel, not stderr
+            warnings.simplefilter("always", InputWarning)
+            result = pipeline.segment(state.image, state.models,
+                                      seeds=[Seed.from_dict(s) for s in seeds] if seeds is not None else None,
+                                      detect=bool(request.get("detect", True)),
+                                      detection_threshold=request.get("threshold"), progress=progress,
+                                      cancel=cancel, preprocessed=state.prepared)
+        shown = [str(w.message) for w in caught if issubclass(w.category, InputWarning)]
+        for w in caught:
+            if not issubclass(w.category, InputWarning):
+                warnings.showwarning(w.message, w.category, w.filename, w.lineno)
         if result is None:
             _emit(events, lock, event="cancelled", id=rid)
             return
@@ -177,7 +184,7 @@ def _handle(request: dict, state: _State, events: IO[str], lock: threading.Lock)
         write_label(result.labels, result.geometry, output / "labels.nrrd")
         (output / "report.json").write_text(json.dumps(result.to_report()), encoding="utf-8")
         _emit(events, lock, event="done", id=rid, labels=str(output / "labels.nrrd"),
-              report=str(output / "report.json"), preparedKey=state.preparedKey)
+              report=str(output / "report.json"), preparedKey=state.preparedKey, warnings=shown)
     except Exception as exc:
         _emit(events, lock, event="error", id=rid, message=str(exc) or type(exc).__name__,
               details=traceback.format_exc())
@@ -226,6 +233,7 @@ class Job:
     details: str = ""
     labels: Path | None = None
     report: Path | None = None
+    warnings: list = field(default_factory=list)  # InputWarning messages of the run, for the user
 
     @property
     def finished(self) -> bool:
@@ -418,6 +426,7 @@ class WorkerClient:
             job.status = describeStage(str(event.get("message", "")))
         elif kind == "done":
             job.labels, job.report = Path(event["labels"]), Path(event["report"])
+            job.warnings = [str(w) for w in event.get("warnings", [])]
             self.preparedKey = str(event.get("preparedKey", ""))
             job.state, job.progress, job.status = "done", 1.0, "Done"
         elif kind == "cancelled":
