@@ -154,6 +154,8 @@ class Morphology:
     neck_width_mm: float | None = 2.5
     dome_to_neck_ratio: float | None = 1.7
     undulation_index: float | None = None
+    nonsphericity_index: float | None = 0.12
+    a_measurement_with_a_long_name: float | None = 4.0
     site: str = ""
     side: str = ""
 
@@ -190,9 +192,15 @@ def test_location_becomes_the_anatomic_region_with_its_side(tmp_path: Path) -> N
     # measurements a later stage adds reach the SR with units from their names
     group = sr.content.get_volumetric_roi_measurement_groups()[0]
     values = {(m.name.value, m.unit.value): m.value for m in group.get_measurements()}
-    assert values[("neck_width", "mm")] == pytest.approx(2.5)
-    assert values[("dome_to_neck_ratio", "1")] == pytest.approx(1.7)
-    assert not any(code == "undulation_index" for code, _ in values)  # None: not measured, not reported
+    assert values[("NECK_WIDTH", "mm")] == pytest.approx(2.5)
+    assert values[("DOME_NECK_RATIO", "1")] == pytest.approx(1.7)
+    assert values[("NSI", "1")] == pytest.approx(0.12)
+    assert not any(code == "UI" for code, _ in values)  # None: not measured, not reported
+    assert all(len(code) <= 16 for code, _ in values)  # DICOM short code values, read back below
+    long_name = [m for m in group.get_measurements() if m.name.meaning == "A measurement with a long name"]
+    assert len(long_name) == 1 and long_name[0].value == pytest.approx(4.0)
+    for g, number in zip(sr.content.get_volumetric_roi_measurement_groups(), (1, 2)):
+        assert g.referenced_segment[0].ReferencedSOPSequence[0].ReferencedSegmentNumber == number
 
 
 def test_csv_of_the_same_run_has_one_row_per_aneurysm_with_the_reports_values(dicom_run: dict) -> None:

@@ -33,6 +33,22 @@ UNITS: tuple[tuple[str, str, str], ...] = (
     ("_deg", "deg", "degree"),
 )
 NO_UNIT = ("1", "no units")
+#: Local codes (at most 16 characters: a DICOM Code Value is a short string; longer ones need Long Code
+#: Value, which highdicom does not read back inside a measurement group) and meanings of the
+#: morphology stage's measurements, by field name without its unit suffix.
+LOCAL_CODES: dict[str, tuple[str, str]] = {
+    "neck_width": ("NECK_WIDTH", "Aneurysm neck width"),
+    "ostium_area": ("OSTIUM_AREA", "Aneurysm ostium area"),
+    "dome_height": ("DOME_HEIGHT", "Aneurysm dome height"),
+    "dome_width": ("DOME_WIDTH", "Aneurysm dome width"),
+    "aspect_ratio": ("ASPECT_RATIO", "Aspect ratio (dome height / neck width)"),
+    "dome_to_neck_ratio": ("DOME_NECK_RATIO", "Dome-to-neck ratio"),
+    "bottleneck_factor": ("BOTTLENECK", "Bottleneck factor (dome width / neck width)"),
+    "parent_diameter": ("PARENT_DIAMETER", "Parent artery diameter"),
+    "size_ratio": ("SIZE_RATIO", "Size ratio (maximum diameter / parent artery diameter)"),
+    "nonsphericity_index": ("NSI", "Non-sphericity index"),
+    "undulation_index": ("UI", "Undulation index"),
+}
 
 
 def measurements_of(record: Any) -> list[tuple[str, float]]:
@@ -60,6 +76,19 @@ def unit_of(field_name: str) -> tuple[str, str]:
     return NO_UNIT
 
 
+def local_code(base: str) -> tuple[str, str]:
+    """(code value of at most 16 characters, meaning) of a measurement without a standard code: from
+    LOCAL_CODES, else the upper-case name, shortened with a digest of the full name when too long."""
+    import hashlib
+
+    if base in LOCAL_CODES:
+        return LOCAL_CODES[base]
+    value = base.upper()
+    if len(value) > 16:
+        value = value[:10] + "_" + hashlib.sha1(base.encode()).hexdigest()[:5].upper()
+    return value, base.replace("_", " ").capitalize()
+
+
 def _measurement(name: str, value: float):
     """A TID 300 measurement: standard codes for volume and maximum diameter, local ones otherwise."""
     import highdicom as hd
@@ -79,7 +108,7 @@ def _measurement(name: str, value: float):
             if base.endswith(suffix):
                 base = base[: -len(suffix)]
                 break
-        concept = Code(base, LOCAL_SCHEME, base.replace("_", " ").capitalize())
+        concept = Code(*local_code(base)[:1], LOCAL_SCHEME, local_code(base)[1])
     return hd.sr.Measurement(name=concept, value=value, unit=unit, derivation=derivation)
 
 
