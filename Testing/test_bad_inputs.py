@@ -477,6 +477,98 @@ def _other_preprocessed(case: Case) -> None:
                    preprocessed=pre) is not None
 
 
+# ------------------------------------------------------------------------------------------ weights
+
+
+def _training_checkpoints(folder: Path) -> tuple[Path, Path]:
+    """Checkpoints as `aneurysmseg train` writes them (tiny networks, plain data), via the real saver."""
+    import torch
+
+    from AneurysmSegLib.networks import DeepMedic, SEUNet3D
+    from AneurysmSegLib.training.loop import LoopConfig, save_checkpoint
+
+    class Task:
+        def __init__(self, kind: str, model: torch.nn.Module) -> None:
+            self.kind, self.model = kind, model
+            self.optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+
+        def describe(self) -> dict:
+            return {"train_cases": ["a"], "val_cases": ["b"], "beta": np.float64(1.0)}
+
+    torch.manual_seed(0)
+    paths = []
+    for kind, model in (("coarse", DeepMedic(widths=(4,) * 8, fc_widths=(8,))),
+                        ("fine", SEUNet3D(in_channels=2, base_filters=4, depth=3))):
+        (folder / kind).mkdir(parents=True)
+        state = {"epoch": 0, "best_epoch": 0, "elapsed_s": np.float64(1.5), "best_metrics": {"val_loss": 0.5}}
+        save_checkpoint(folder / kind / "best.pt", Task(kind, model), state,
+                        LoopConfig(out=folder / kind, extra={"data": [folder]}))
+        paths.append(folder / kind / "best.pt")
+    return paths[0], paths[1]
+
+
+@row("Weights", "a crafted checkpoint whose unpickling runs code, given to `export` (or `evaluate`, `train --resume`)",
+     "exit 2, `refused unread (loading it could run code)`; the code never runs; no output folder is left")
+def _crafted_checkpoint(case: Case) -> None:
+    import torch
+
+    marker = case.tmp / "marker"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    coarse, _ = _training_checkpoints(case.tmp / "runs")
+    torch.save({"model": Payload()}, case.tmp / "evil.pt")
+    line = case.error("export", "--coarse", coarse, "--fine", case.tmp / "evil.pt", "--out", case.tmp / "models")
+    assert "evil.pt holds more than tensors and plain data and was refused unread" in line
+    assert not marker.exists() and not (case.tmp / "models").exists()
+
+
+@row("Weights", "`export` failing half-way (the fine checkpoint is not a checkpoint)",
+     "exit 2; no output folder and no file left behind (weights and manifest appear together or not at all)")
+def _export_fails(case: Case) -> None:
+    coarse, fine = _training_checkpoints(case.tmp / "runs")
+    broken = case.tmp / "broken.pt"
+    broken.write_bytes(fine.read_bytes()[:1000])
+    assert "cannot be read as a PyTorch checkpoint" in case.error(
+        "export", "--coarse", coarse, "--fine", broken, "--out", case.tmp / "models")
+    assert not (case.tmp / "models").exists()
+    rc, out, _ = case.cli("export", "--coarse", coarse, "--fine", fine, "--out", case.tmp / "models")
+    assert rc == 0 and listing(case.tmp / "models") == ["coarse_deepmedic.pt", "fine_se_unet.pt", "manifest.json"]
+
+
+@row("Weights", "the bundled weights with a file replaced and its sha256 updated in their manifest",
+     "exit 2, `is not the one exported with this AneurysmSeg`: the folder is checked against the checksums "
+     "kept inside the package (docs/model-integrity.md)")
+def _tampered_bundle(case: Case) -> None:
+    import shutil
+
+    from AneurysmSegLib.core import manifest as manifest_module
+
+    bundled = case.tmp / "Models"
+    shutil.copytree(manifest_module.default_model_dir(), bundled)
+    record = case.tmp / "bundled_weights.py"
+    record.write_text(manifest_module.release_record_text(bundled), encoding="utf-8")
+    monkeypatch = case.request.getfixturevalue("monkeypatch")
+    monkeypatch.setattr(manifest_module, "RELEASE_RECORD", record)
+    monkeypatch.setattr(manifest_module, "default_model_dir", lambda: bundled)
+    scan = case.scan()
+    assert manifest_module.ModelManifest.read().release  # the intact copy is the release
+    fine = bundled / "fine_se_unet.pt"
+    fine.write_bytes(fine.read_bytes() + b"\0")
+    data = json.loads((bundled / "manifest.json").read_text())
+    data["fine"]["sha256"] = manifest_module.sha256_file(fine)
+    (bundled / "manifest.json").write_text(json.dumps(data, indent=2))
+    line = case.error("segment", scan, "-o", case.tmp / "l.nii.gz")
+    assert "is not the one exported with this AneurysmSeg" in line
+    # the same folder given with --models: intact by its own manifest, and the report says that is all
+    folder = case.tmp / "mine"
+    shutil.copytree(bundled, folder)
+    assert not manifest_module.ModelManifest.read(folder).release
+    assert "own manifest" in manifest_module.ModelManifest.read(folder).summary()["checked_against"]
+
+
 # ------------------------------------------------------------------------------------------ the table
 
 

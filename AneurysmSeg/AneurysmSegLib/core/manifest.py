@@ -9,6 +9,7 @@ here: the Slicer panel reads it at start-up, before PyTorch is installed.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import os
@@ -26,6 +27,12 @@ DEFAULT_FINE_FILE = "fine_se_unet.pt"
 DEFAULT_DETECTION_THRESHOLD = 0.5  #: used only when a manifest has no validated threshold
 
 HOW_TO_FIX = "run `aneurysmseg export` to write the weights, or reinstall AneurysmSeg to restore the bundled ones"
+
+
+#: sha256 of the bundled manifest and weights as `aneurysmseg export` wrote them, kept inside the
+#: package: the bundled folder is checked against this record, not only against its own manifest (which
+#: whoever changes the weights can rewrite too). See docs/model-integrity.md.
+RELEASE_RECORD = Path(__file__).resolve().with_name("bundled_weights.py")  # a .py: installed with the code
 
 
 def default_model_dir() -> Path:
@@ -51,12 +58,39 @@ def _spacing3(sp: Any) -> tuple[float, float, float]:
     return vals  # type: ignore[return-value]
 
 
+def release_record(path: Path | None = None) -> dict[str, str]:
+    """File name -> sha256 of the bundled export (manifest.json and both weights); {} when not recorded."""
+    try:
+        tree = ast.parse((path or RELEASE_RECORD).read_text(encoding="utf-8"))
+        files = next(ast.literal_eval(node.value) for node in tree.body if isinstance(node, ast.Assign)
+                     and any(isinstance(t, ast.Name) and t.id == "FILES" for t in node.targets))
+    except (OSError, ValueError, SyntaxError, StopIteration):
+        return {}
+    return {str(k): str(v) for k, v in files.items()} if isinstance(files, dict) else {}
+
+
+def release_record_text(model_dir: str | os.PathLike) -> str:
+    """The record of an exported folder (what :data:`RELEASE_RECORD` holds for the bundled weights)."""
+    folder = Path(model_dir)
+    data = json.loads((folder / MANIFEST_NAME).read_text(encoding="utf-8"))
+    names = [MANIFEST_NAME] + [str(data[kind]["file"]) for kind in ("coarse", "fine")]
+    lines = "".join(f"    {name!r}: {sha256_file(folder / name)!r},\n" for name in names)
+    return ('"""sha256 of the bundled weights as `aneurysmseg export` wrote them into Resources/Models.\n\n'
+            "Written by the export, kept inside the package so that the bundled folder is checked against\n"
+            'it rather than against itself (docs/model-integrity.md). Do not edit by hand.\n"""\n\n'
+            f"FILES = {{\n{lines}}}\n")
+
+
 @dataclass(frozen=True)
 class ModelManifest:
-    """A checked manifest and the folder it describes; dict-style access reads the raw JSON."""
+    """A checked manifest and the folder it describes; dict-style access reads the raw JSON.
+
+    ``release`` is True when the manifest is the one recorded in the package for the bundled weights
+    (the bundled folder must be; another folder may be a copy of it)."""
 
     data: dict[str, Any]
     model_dir: Path
+    release: bool = False
 
     @classmethod
     def read(cls, model_dir: str | os.PathLike | None = None) -> "ModelManifest":
@@ -82,7 +116,13 @@ class ModelManifest:
                        if not isinstance(entry, dict) or k not in entry]
             if missing:
                 raise ModelError(f"model manifest {path}: '{kind}' lacks {', '.join(missing)}: {HOW_TO_FIX}")
-        return cls(data, folder)
+        record = release_record()
+        release = bool(record) and sha256_file(path) == record.get(MANIFEST_NAME)
+        if not release and folder.resolve() == default_model_dir().resolve():
+            raise ModelError(f"the bundled model manifest {path} is not the one exported with this AneurysmSeg "
+                             f"(its sha256 differs from {RELEASE_RECORD.name} in the package): the bundled weights "
+                             f"were modified; {HOW_TO_FIX}")
+        return cls(data, folder, release)
 
     # raw access, for what has no property (training description, sha256, file names)
     def __getitem__(self, key: str) -> Any:
@@ -136,5 +176,7 @@ class ModelManifest:
             "created_utc": self.data.get("created_utc"),
             "coarse": {k: self.data["coarse"][k] for k in keep if k in self.data["coarse"]},
             "fine": {k: self.data["fine"][k] for k in keep if k in self.data["fine"]},
+            "checked_against": "the checksums recorded in the AneurysmSeg package (its bundled weights)"
+            if self.release else "the folder's own manifest.json (weights exported outside this release)",
             "training": training.get("description", training) if isinstance(training, dict) else training,
         }

@@ -101,13 +101,15 @@ class OutputSet:
         self._owned: list[tuple[Path, re.Pattern[str]]] = []
         self._folders: set[Path] = set()  # folders that must exist after the commit, even if empty
         self._staging: dict[Path, Path] = {}  # existing anchor folder -> its staging folder
+        self._slots: dict[Path, Path] = {}  # target folder -> where its files are staged, side by side
         self._done = False
         self.written: list[Path] = []  #: the targets, in staging order, once committed
 
     # ------------------------------------------------------------------------------ staging
 
     def stage(self, target: str | Path) -> Path:
-        """Where to write the file that becomes ``target`` at commit (same name, private folder).
+        """Where to write the file that becomes ``target`` at commit (same name, in a private folder
+        shared by every staged file of the same target folder, so files that name each other work).
 
         Checks now that ``target`` is not an input, not a folder, and that its folder can be created
         and written, so that bad destinations fail before any long work.
@@ -128,8 +130,11 @@ class OutputSet:
             except OSError as exc:
                 raise OutputError(f"cannot write {target}: folder {anchor} is not writable ({exc.strerror})") from None
             self._staging[anchor] = staging
-        slot = staging / str(len(self._staged))
-        slot.mkdir()
+        slot = self._slots.get(target.parent)
+        if slot is None:
+            slot = staging / str(len(self._slots))
+            slot.mkdir()
+            self._slots[target.parent] = slot
         staged = slot / target.name
         self._staged[target] = staged
         return staged
@@ -184,7 +189,7 @@ class OutputSet:
                 if target.is_dir() and not target.is_symlink():
                     raise IsADirectoryError(21, "a folder is in the way", str(target))
                 if target.exists() or target.is_symlink():
-                    backup = staged.parent / f".previous-{n}"
+                    backup = staged.parent / f".previous-{n}.{target.name}"
                     os.replace(target, backup)
                 moved.append((target, backup))
                 os.replace(staged, target)

@@ -39,17 +39,40 @@ def run_description(ckpt_path: Path, ck: dict[str, Any]) -> dict[str, Any]:
 
 
 def export_models(coarse: str | Path, fine: str | Path, out: str | Path, which: str = "best",
-                  segment_out: int = 45, note: str = "", coarse_threshold: float = 0.5) -> Path:
-    """Export both checkpoints to ``out`` and write the manifest; returns the manifest path."""
+                  segment_out: int = 45, note: str = "", coarse_threshold: float = 0.5,
+                  record: Path | None = None) -> Path:
+    """Export both checkpoints to ``out`` and write the manifest; returns the manifest path.
+
+    The weights and manifest appear together or not at all (:class:`~AneurysmSegLib.io.atomic.OutputSet`:
+    a failure leaves no folder and no file behind). ``record`` (by default the package's
+    :data:`~AneurysmSegLib.core.manifest.RELEASE_RECORD` when ``out`` is the bundled model folder) is
+    written in the same step with the checksums of what was exported."""
+    from ..core.manifest import MANIFEST_NAME, RELEASE_RECORD, default_model_dir
+    from ..io.atomic import OutputSet
+
+    out = Path(out)
+    if record is None and out.resolve() == default_model_dir().resolve():
+        record = RELEASE_RECORD
+    cpath, fpath = resolve_checkpoint(coarse, which), resolve_checkpoint(fine, which)
+    with OutputSet(inputs=[cpath, fpath]) as outputs:
+        staged = outputs.stage(out / MANIFEST_NAME).parent  # the folder's files are staged side by side
+        manifest = _export(cpath, fpath, staged, segment_out, note, coarse_threshold)
+        for name in (p.name for p in staged.iterdir()):
+            outputs.stage(out / name)
+        if record is not None:
+            from ..core.manifest import release_record_text
+
+            outputs.stage(record).write_text(release_record_text(staged), encoding="utf-8")
+    return out / manifest.name
+
+
+def _export(cpath: Path, fpath: Path, out: Path, segment_out: int, note: str, coarse_threshold: float) -> Path:
     import torch
 
     from ..core import models
     from ..core.manifest import DEFAULT_COARSE_FILE, DEFAULT_FINE_FILE
     from ..preprocess import COARSE_SPACING_MM, FINE_SPACING_MM, VOI_SIZE
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    cpath, fpath = resolve_checkpoint(coarse, which), resolve_checkpoint(fine, which)
     cck, fck = load_checkpoint(cpath), load_checkpoint(fpath)
     cmodel, fmodel = build_model(cck), build_model(fck)
     g = torch.Generator().manual_seed(0)

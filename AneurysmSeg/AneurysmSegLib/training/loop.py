@@ -20,7 +20,7 @@ from typing import Any, Callable, Protocol
 import numpy as np
 import torch
 
-from .checkpoints import load_checkpoint
+from .checkpoints import load_checkpoint, plain
 
 CSV_NAME = "metrics.csv"
 LAST_NAME = "last.pt"
@@ -70,7 +70,7 @@ def save_checkpoint(path: Path, task: Task, state: dict[str, Any], cfg: LoopConf
         "extra": cfg.extra,
     }
     tmp = path.with_suffix(".tmp")
-    torch.save(payload, tmp)
+    torch.save(plain(payload), tmp)  # plain data only: read back with weights_only=True
     os.replace(tmp, path)
 
 
