@@ -7,14 +7,14 @@ Contract (scripts depend on it)::
                         [--format labels|seg-nrrd|dicom-seg] [--seg-nrrd F] [--dicom-seg F] [--dicom-sr F]
                         [--csv F] [--adam-result F] [--part I --num-parts N] [--no-resume]
 
-plus ``--no-detect`` (use only the given seeds: the user's correction), ``--detection-threshold`` and
-``--models DIR``. INPUT is a NIfTI/NRRD/MetaImage file or a DICOM series folder; OUTPUT the label
+plus ``--no-detect`` (use only the given seeds: the user's correction), ``--detection-threshold``,
+``--max-voxels N`` and ``--models DIR``. INPUT is a NIfTI/NRRD/MetaImage file or a DICOM series folder; OUTPUT the label
 image in exactly the input geometry, or (``--format``) a Slicer .seg.nrrd or a DICOM SEG. A folder of
 cases (ADAM layout ``<case>/orig/TOF.nii.gz``, DICOM series folders, plain image files) as INPUT with a
 folder as OUTPUT runs a batch: part I of N of the sorted cases, finished cases skipped, a CSV per case
 and one for the cohort (see ``io.cohort`` and docs/outputs.md). Everything the user gave is checked
 (arguments, output locations, seeds, image, models) before the long work, so bad input writes
-nothing; every file is written atomically. Seeds files are JSON in physical millimetres, Slicer
+nothing; one case's files are written as one unit (``io.atomic.OutputSet``), never over an input. Seeds files are JSON in physical millimetres, Slicer
 markups written in LPS (see ``io.seeds``).
 """
 
