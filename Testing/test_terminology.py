@@ -81,3 +81,17 @@ def test_name_and_location_come_from_the_record_when_it_has_them() -> None:
     assert t.location_of(placed) == ("PComm", "right")
     assert t.aneurysm_terminology(*t.location_of(placed)).region_modifier == t.RIGHT
     assert t.location_of(Record(4)) == (None, None) and t.segment_name(Record(4)) == "Aneurysm 4"
+
+
+def test_the_dicom_and_slicerio_libraries_are_imported_only_when_their_outputs_are_asked_for() -> None:
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys; import AneurysmSegLib.core.terminology, AneurysmSegLib.io.exports, "
+            "AneurysmSegLib.io.tables, AneurysmSegLib.io.cohort, AneurysmSegLib.cli.segment; "
+            "print(sorted({'pydicom', 'highdicom', 'slicerio', 'nrrd'} & set(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
