@@ -167,6 +167,33 @@ def _concurrent_runs(case: Case) -> None:
     assert listing(case.tmp / "out") == ["labels.nii.gz"]
 
 
+@row("Outputs", "SIGTERM (a cluster's time limit, `kill`) while a run works, into outputs of an earlier run",
+     "exit 143 (`terminated`); the earlier outputs are untouched and nothing staged is left behind")
+def _sigterm(case: Case) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    scan = case.scan()
+    args = ["segment", scan, "-o", case.tmp / "out" / "labels.nii.gz", "--stl-dir", case.tmp / "out" / "stl",
+            "--report", case.tmp / "out" / "r.json", "--models", case.models]
+    assert case.cli(*args)[0] == 0
+    before = {p: (case.tmp / "out" / p).read_bytes() for p in listing(case.tmp / "out") if "." in p}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    with subprocess.Popen([sys.executable, "-m", "AneurysmSegLib.cli", *map(str, args)], env=env,
+                          stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True) as proc:
+        assert proc.stderr is not None
+        for line in proc.stderr:  # terminate once the pipeline is working
+            if line.startswith("progress:"):
+                proc.send_signal(signal.SIGTERM)
+                break
+        rest = proc.stderr.read()
+        assert proc.wait(timeout=60) == 143, rest
+    assert "aneurysmseg segment: terminated" in rest
+    assert {p: (case.tmp / "out" / p).read_bytes() for p in listing(case.tmp / "out") if "." in p} == before
+    assert not [p for p in listing(case.tmp) if "staging" in p or p.endswith(".lock")]
+
+
 @row("Outputs", "a shared research drive (umask 002)",
      "outputs are created with the umask's permissions (rw-rw-r--), not a private 0600")
 def _umask(case: Case) -> None:

@@ -343,9 +343,18 @@ def _locks(folders: list[Path], timeout: float) -> Iterator[None]:
         yield
 
 
+def _folder_lock(folder: Path, deadline: float) -> contextlib.AbstractContextManager[None]:
+    return locked(folder / LOCK_NAME, deadline - time.monotonic())
+
+
 @contextlib.contextmanager
-def _folder_lock(folder: Path, deadline: float) -> Iterator[None]:
-    path = folder / LOCK_NAME
+def locked(path: Path, timeout: float = LOCK_TIMEOUT_S) -> Iterator[None]:
+    """Hold an exclusive lock on the file ``path`` (created, and removed by the last holder) for a
+    ``with`` block; OutputError after ``timeout`` seconds of another process holding it. Released by
+    the OS if the process dies, so a crash never leaves a lock behind."""
+    path = Path(path)
+    folder = path.parent
+    deadline = time.monotonic() + timeout
     while True:
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)

@@ -14,7 +14,6 @@ import csv
 import dataclasses
 import io
 import math
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
@@ -122,38 +121,19 @@ def read_csv(path: str | Path) -> list[dict[str, str]]:
 def write_cohort_csv(case_csvs: Iterable[str | Path], path: str | Path, lock: str | Path) -> Path:
     """Concatenate per-case CSVs (any columns) into one cohort CSV, cases sorted by name, atomically.
 
-    Done under an exclusive lock on the file ``lock`` where the platform has one (fcntl), so that parts
+    Done under an exclusive lock on the file ``lock`` (:func:`~AneurysmSegLib.io.atomic.locked`), so that parts
     of a cohort finishing together leave the table of the last one, which has seen every case.
     """
+    from .atomic import locked
+
     path = Path(path)
     Path(lock).parent.mkdir(parents=True, exist_ok=True)
-    with _locked(Path(lock)):
+    with locked(Path(lock)):
         rows: list[dict[str, Any]] = []
         for f in sorted(Path(p) for p in case_csvs):
             rows.extend(read_csv(f))
         rows.sort(key=lambda r: r["case"])
         return write_csv(rows, path)
-
-
-class _locked:
-    """An exclusive advisory lock (fcntl) held for a ``with`` block; nothing on platforms without fcntl."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.fd: int | None = None
-
-    def __enter__(self) -> None:
-        try:
-            import fcntl
-        except ImportError:
-            return
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.fd is not None:
-            os.close(self.fd)  # closing releases the lock
-            self.fd = None
 
 
 def adam_result_text(result: SegmentationResult) -> str:
