@@ -248,6 +248,24 @@ def _cut(path: Path, fraction: float = 0.5) -> Path:
     return path
 
 
+@row("Reading", "a missing file, a `.png`, a 2D image, a 4D series, a constant volume",
+     "exit 2 with the reason (`does not exist`, `unknown image format '.png'`, `is 2D`, `is 4D`, `is constant`)")
+def _plainly_wrong(case: Case) -> None:
+    flat = io.write_image(np.ones((1, 20, 20), np.float32) + np.eye(20, dtype=np.float32), Geometry((1, 1, 1)),
+                          case.tmp / "flat.nii.gz")
+    four = case.tmp / "series.nii.gz"
+    sitk.WriteImage(sitk.GetImageFromArray(np.arange(2 * 3 * 4 * 5, dtype=np.float32).reshape(2, 3, 4, 5),
+                                           isVector=False), str(four))
+    constant = io.write_image(np.full((4, 5, 6), 7, np.int16), Geometry((1, 1, 1)), case.tmp / "flat7.nrrd")
+    png = case.tmp / "scan.png"
+    png.write_bytes(b"\x89PNG\r\n")
+    for path, reason in ((case.tmp / "none.nii.gz", "does not exist"), (png, "unknown image format '.png'"),
+                         (flat, "is 2D (20 x 20, a single slice)"), (four, "is 4D"),
+                         (constant, "is constant (every voxel is 7)")):
+        assert reason in case.error("segment", path, "-o", case.tmp / "out" / "l.nii.gz"), reason
+    assert not (case.tmp / "out").exists()
+
+
 @row("Reading", "a .nii.gz cut to half its bytes (the intact half holds an aneurysm)",
      "exit 2, `damaged or truncated gzip file`; nothing written (ITK alone reads the missing half as zeros)")
 def _truncated_nii_gz(case: Case) -> None:
