@@ -284,7 +284,9 @@ def test_bfloat16_precision_gives_nearly_the_same_masks(scan: Image, blob_models
 def test_detection_threshold_defaults_to_the_manifests(scan: Image, tmp_path: Path) -> None:
     """Front ends pass no threshold: the one chosen at export (manifest) applies; an explicit one wins."""
     detector_level, fine_level = model_levels()
-    soft_dir = export_models(tmp_path / "soft", BlobDetector(level=detector_level, gain=0.5),
+    # a soft detector whatever the z-scale: about 0.5 per z unit at the blob contrast of a full head
+    soft = 2.5 / ((fine_level - detector_level) / 0.05)
+    soft_dir = export_models(tmp_path / "soft", BlobDetector(level=detector_level, gain=soft),
                              BrightFine(level=fine_level))
     default = models_mod.load_models(soft_dir, device="cpu")
     assert default.detection_threshold == 0.5  # no threshold in the manifest

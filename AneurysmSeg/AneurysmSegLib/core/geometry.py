@@ -91,6 +91,7 @@ class Image:
     array: np.ndarray
     geometry: Geometry
     source: str = ""
+    pixel_type: str = ""  #: the stored pixel type before conversion to float32 (for the input check)
 
     @property
     def shape_xyz(self) -> tuple[int, int, int]:

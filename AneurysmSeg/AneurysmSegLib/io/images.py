@@ -47,7 +47,8 @@ def to_sitk(array: np.ndarray, geometry: Geometry) -> sitk.Image:
 
 
 def from_sitk(img: sitk.Image, source: str = "") -> Image:
-    return Image(array=sitk.GetArrayFromImage(img).astype(np.float32, copy=False), geometry=geometry_of(img), source=source)
+    return Image(array=sitk.GetArrayFromImage(img).astype(np.float32, copy=False), geometry=geometry_of(img), source=source,
+                 pixel_type=img.GetPixelIDTypeAsString())
 
 
 # --------------------------------------------------------------------------------------------- read
@@ -83,7 +84,8 @@ def read_image(path: str | Path, max_voxels: int = DEFAULT_MAX_VOXELS) -> Image:
     # instead of becoming infinity (with a numpy overflow warning) in the conversion
     native = Image(sitk.GetArrayFromImage(img), geometry_of(img), source)
     validate_image(native, name=path.name)
-    return Image(native.array.astype(np.float32, copy=False), native.geometry, source)
+    return Image(native.array.astype(np.float32, copy=False), native.geometry, source,
+                 pixel_type=img.GetPixelIDTypeAsString())
 
 
 def _read_file(path: Path, max_voxels: int) -> sitk.Image:

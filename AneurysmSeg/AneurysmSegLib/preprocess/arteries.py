@@ -26,6 +26,8 @@ HALF_MAXIMUM = 0.5
 LOCAL_MAX_MM = 0.8
 
 
+#: Bounds of the significance's scaling with the local tissue brightness (:func:`bias_scale`).
+BIAS_SCALE_MIN, BIAS_SCALE_MAX = 0.5, 3.0
 #: Scale (mm) over which the local tissue level is averaged (bias fields vary over centimetres).
 TISSUE_SMOOTH_MM = 8.0
 
@@ -100,7 +102,7 @@ def local_max(array: np.ndarray, spacing_zyx: Sequence[float], radius_mm: float 
 
 
 def artery_mask(zscored: np.ndarray, spacing_zyx: Sequence[float], tissue: float | np.ndarray,
-                significance: float, fraction: float = HALF_MAXIMUM) -> np.ndarray:
+                significance: float | np.ndarray, fraction: float = HALF_MAXIMUM) -> np.ndarray:
     """Local half-maximum vessel mask: above half-way from tissue to the local peak, peak significant.
 
     A blurred vessel's true wall sits where its profile crosses half its own peak, whatever its
@@ -127,20 +129,34 @@ def remove_specks(mask: np.ndarray, spacing_zyx: Sequence[float], min_mm3: float
     return out
 
 
+def bias_scale(tissue: float | np.ndarray, level: float, zero: float | None) -> float | np.ndarray:
+    """How many times brighter the local tissue is than the median tissue ``level``, both measured from
+    the zero-signal level ``zero`` (z units; None: no scaling), within [BIAS_SCALE_MIN, BIAS_SCALE_MAX].
+
+    A receive-coil bias field multiplies signal and noise alike: where the tissue is twice as bright,
+    so are its noise and texture, and an artery must rise twice as far to be as significant.
+    """
+    if zero is None or not isinstance(tissue, np.ndarray):
+        return 1.0
+    return np.clip((tissue - zero) / max(level - zero, 1e-6), BIAS_SCALE_MIN, BIAS_SCALE_MAX).astype(np.float32)
+
+
 def extract_arteries(zscored: np.ndarray, spacing_zyx: Sequence[float], brain: np.ndarray | None,
                      threshold: float, tissue: float | np.ndarray | None = None,
-                     min_mm3: float | None = None) -> np.ndarray:
+                     min_mm3: float | None = None, zero: float | None = None) -> np.ndarray:
     """Arteries: :func:`artery_mask` inside the brain region, isolated specks removed.
 
     ``threshold`` is the significance level at the brain's median tissue level; ``tissue`` (a number
-    or a local field, see :func:`tissue_field`) defaults to that median. Distal branches connected to
-    the tree belong to its component and are kept whatever their size.
+    or a local field, see :func:`tissue_field`) defaults to that median; with the zero-signal level
+    ``zero`` the significance follows the local tissue's brightness (:func:`bias_scale`). Distal
+    branches connected to the tree belong to its component and are kept whatever their size.
     """
     if tissue is None:
         tissue = tissue_statistics(zscored, brain)[0]
     reference = float(np.median(tissue[brain] if brain is not None and brain.any() else tissue)) \
         if isinstance(tissue, np.ndarray) else float(tissue)
-    mask = artery_mask(zscored, spacing_zyx, tissue, threshold - reference)
+    significance = (threshold - reference) * bias_scale(tissue, reference, zero)
+    mask = artery_mask(zscored, spacing_zyx, tissue, significance)
     if brain is not None:
         mask &= brain
     return remove_specks(mask, spacing_zyx, min_mm3)

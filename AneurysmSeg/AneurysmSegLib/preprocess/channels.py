@@ -10,7 +10,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..core.geometry import Geometry
-from .arteries import artery_mask
+from .arteries import artery_mask, bias_scale
 from .grids import FINE_SPACING_MM, VOI_SIZE, _resample_sitk, grid_around
 from .masks import _ball, zscore
 from .prepared import Preprocessed
@@ -67,8 +67,9 @@ def arteries_on(pre: Preprocessed, dst: Geometry, shape_zyx: Sequence[int],
     radius = GATE_MM - pre.coarse.geometry.spacing[0] / 2.0
     if radius > 0:
         gate = ndimage.binary_dilation(gate, structure=_ball(radius, dst.spacing_zyx))
-    significance = pre.artery_threshold - pre.tissue_level
-    return artery_mask(zscored, dst.spacing_zyx, pre.tissue_on(dst, shape_zyx), significance) & gate
+    tissue = pre.tissue_on(dst, shape_zyx)
+    significance = (pre.artery_threshold - pre.tissue_level) * bias_scale(tissue, pre.tissue_level, pre.zero_level)
+    return artery_mask(zscored, dst.spacing_zyx, tissue, significance) & gate
 
 
 def voi_channels(pre: Preprocessed, center_lps: Sequence[float], size: int = VOI_SIZE,

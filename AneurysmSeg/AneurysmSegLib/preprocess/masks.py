@@ -241,11 +241,18 @@ def head_and_depth(array: np.ndarray, spacing_zyx: Sequence[float]) -> tuple[np.
     factors = _mask_factors(spacing_zyx)
     low_sp = tuple(f * s for f, s in zip(factors, spacing_zyx))
     head = _head_low(_block_mean(a, factors), low_sp)
-    h = min(low_sp) / 2.0
+    return depth_from_low(head, ndimage.distance_transform_edt(head, sampling=low_sp), spacing_zyx, a.shape)
+
+
+def depth_from_low(head_low: np.ndarray, inner_low: np.ndarray, spacing_zyx: Sequence[float],
+                   shape_zyx: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Head mask and signed depth on the fine grid from the mask grid's head and its inner distances."""
+    factors = _mask_factors(spacing_zyx)
+    h = min(f * s for f, s in zip(factors, spacing_zyx)) / 2.0
     # inside: distance to the surface half a voxel out; outside: -h, so that the linear
     # interpolation crosses zero half way between the last head and the first air voxel
-    signed = np.where(head, ndimage.distance_transform_edt(head, sampling=low_sp) - h, -h).astype(np.float32)
-    depth = _upsample_linear(signed, factors, spacing_zyx, a.shape)
+    signed = np.where(head_low, inner_low - h, -h).astype(np.float32)
+    depth = _upsample_linear(signed, factors, spacing_zyx, shape_zyx)
     return depth > 0, depth
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -28,6 +28,12 @@ class Preprocessed:
     background: float = 0.0  #: raw intensity used to pad outside the image (the air level)
     tissue_level: float = 0.0  #: median brain tissue level (z units); artery_threshold is relative to it
     coarse_tissue: np.ndarray | None = None  #: local tissue level (z units) on the coarse grid
+    input: Any = None  #: survey.InputSummary: what the input check found (field of view, intensities...)
+    warnings: list[str] = field(default_factory=list)  #: what the user must be told about this input
+    #: zero-signal level (z units) from which the significance scales with the local tissue brightness
+    #: (arteries.bias_scale); None: one significance everywhere
+    zero_level: float | None = None
+    roi_fallback: bool = False  #: no plausible arteries: the detector searches the whole foreground
     _sitk_image: sitk.Image | None = field(default=None, repr=False, compare=False)
     _sitk_arteries: sitk.Image | None = field(default=None, repr=False, compare=False)
     _sitk_tissue: sitk.Image | None = field(default=None, repr=False, compare=False)
