@@ -56,7 +56,7 @@ def test_outputs_keep_the_oblique_input_geometry(tmp_path: Path, scan_file: Path
     assert np.linalg.norm(io.geometry_of(src).index_to_lps(centre_xyz) - BLOBS[0][0]) < 0.5
 
     report = json.loads((tmp_path / "r.json").read_text())
-    assert report["input"] == str(scan_file) and report["aneurysm_count"] == 2
+    assert report["input"]["path"] == str(scan_file) and report["aneurysm_count"] == 2
     assert report["models"]["coarse"]["segment_out"] == 27 and "aneurysmseg_version" in report
     a1 = report["aneurysms"][0]
     np.testing.assert_allclose(a1["centroid_ras"], lps_to_ras(a1["centroid_lps"]))

@@ -200,7 +200,7 @@ def build_report(result: Any, input_path: Path | str, models: Any) -> dict[str, 
     from .. import __version__
 
     report = result.to_report()
-    report["input"] = str(input_path)
+    report["input"] = {"path": str(input_path), **report.get("input", {})}
     report["models"] = model_summary(models)
     report["aneurysmseg_version"] = __version__
     return report
@@ -477,7 +477,8 @@ def run_batch(args: argparse.Namespace, cases: list[tuple[str, Path]]) -> int:
                                     stl_coords=args.stl_coords, case=name, dicom_files=dicom_files,
                                     detection_threshold=args.detection_threshold)
             record = {"case": name, "input": str(path), "status": "ok", "aneurysm_count": len(result.aneurysms),
-                      "seconds": round(result.timings.get("total", 0.0), 2), "part": args.part}
+                      "warnings": list(result.warnings), "seconds": round(result.timings.get("total", 0.0), 2),
+                      "part": args.part}
             mark_done(args.output, name, out.requested(), [p for _, p in written], record)
             summary.append({**record, "outputs": {what: str(p) for what, p in written}})
         except (AneurysmSegError, OSError, RuntimeError, ValueError, MemoryError) as exc:

@@ -147,6 +147,9 @@ def _segment(image: Image, models: LoadedModels, given: list[Seed], detect: bool
         prog.stage("preprocessing")(1.0)
     _check(cancel)
 
+    if detect or "preprocess" in timings:  # the input check's findings, once per scan and detection
+        for message in pre.warnings:  # on stderr from the CLI, in the Slicer panel, and in the result
+            warnings.warn(message, InputWarning, stacklevel=3)
     detected: list[Seed] = []
     if detect:
         t = time.perf_counter()
@@ -181,7 +184,9 @@ def _segment(image: Image, models: LoadedModels, given: list[Seed], detect: bool
     timings["total"] = time.perf_counter() - t_start
     prog.stage("measurements")(1.0)
     return SegmentationResult(labels=refined.labels, geometry=image.geometry, aneurysms=aneurysms,
-                              seeds=seeds, timings=timings)
+                              seeds=seeds, timings=timings,
+                              input=pre.input.to_dict() if pre.input is not None else {},
+                              warnings=list(pre.warnings))
 
 
 def prepare(image: Image, models: LoadedModels) -> Preprocessed:

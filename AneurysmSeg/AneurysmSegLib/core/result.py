@@ -82,6 +82,10 @@ class SegmentationResult:
     aneurysms: list[Aneurysm]
     seeds: list[Seed]
     timings: dict[str, float] = field(default_factory=dict)
+    #: what the input check found (field of view, intensities, voxel size, vessel fraction)
+    input: dict[str, Any] = field(default_factory=dict)
+    #: what the user must be told about this input (empty for a normal full-head TOF-MRA)
+    warnings: list[str] = field(default_factory=list)
 
     def binary(self) -> np.ndarray:
         return (self.labels > 0).astype(np.uint8)
@@ -95,6 +99,8 @@ class SegmentationResult:
             "aneurysms": [a.to_dict() for a in self.aneurysms],
             "seeds": [s.to_dict() for s in self.seeds],
             "timings_s": dict(self.timings),
+            "input": dict(self.input),
+            "warnings": list(self.warnings),
         }
 
     @classmethod
@@ -103,4 +109,6 @@ class SegmentationResult:
         return cls(labels=labels, geometry=geometry,
                    aneurysms=[Aneurysm.from_dict(a) for a in report.get("aneurysms", [])],
                    seeds=[Seed.from_dict(s) for s in report.get("seeds", [])],
-                   timings={k: float(v) for k, v in report.get("timings_s", {}).items()})
+                   timings={k: float(v) for k, v in report.get("timings_s", {}).items()},
+                   input=dict(report["input"]) if isinstance(report.get("input"), dict) else {},
+                   warnings=[str(w) for w in report.get("warnings", [])])
