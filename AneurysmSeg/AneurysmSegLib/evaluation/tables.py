@@ -131,7 +131,8 @@ def whole_case(ref: CaseRef, models: Any, threshold: float | None = None) -> dic
     pred = res.labels if res is not None else np.zeros(labels.shape, np.uint16)
     sp = image.geometry.spacing_zyx
     det = metrics.detection(pred, labels, sp)
-    out: dict[str, Any] = {"case": ref.name, "detection": det, "seconds": secs}
+    out: dict[str, Any] = {"case": ref.name, "detection": det, "seconds": secs,
+                           "input": res.input if res is not None else {}, "warnings": res.warnings if res is not None else []}
     if ((labels > 0) & (labels != 2)).any():
         out["scores"] = metrics.segmentation_scores((pred > 0).astype(np.uint8), labels, sp)
     return out
