@@ -141,3 +141,21 @@ def test_table_takes_every_field_of_the_aneurysm_record() -> None:
     assert row["centroid_ras_r"] == "1.0" and row["centroid_lps_l"] == "-1.0" and row["seed_source"] == "detector"
     assert row["case"] == "p1" and row["name"] == "Aneurysm 1" and row["confidence"] == "0.8"
     assert adam_result_text(SegmentationResult(labels, GEOMETRY, [a], [seed])) == "4.00, 5.00, 6.00\n"
+
+
+def test_the_input_checks_warnings_reach_the_case_and_cohort_tables(tmp_path: Path, blob_model_dir: Path,
+                                                                    capsys) -> None:
+    from AneurysmSegLib import preprocess as pp
+
+    from test_input_kinds import no_artery_scan
+
+    scan = no_artery_scan()
+    write_image(scan.array, scan.geometry, tmp_path / "cohort" / "odd.nii.gz")
+    out = tmp_path / "out"
+    assert main(["segment", str(tmp_path / "cohort"), "-o", str(out), "--models", str(blob_model_dir),
+                 "--threads", "1"]) == 0
+    assert f"warning: {pp.NO_ARTERIES_WARNING}" in capsys.readouterr().err
+    for table in (out / "tables" / "odd.csv", out / "aneurysms.csv"):
+        with open(table, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        assert [r["case"] for r in rows] == ["odd"] and rows[0]["warnings"] == pp.NO_ARTERIES_WARNING
