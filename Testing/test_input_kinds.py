@@ -94,6 +94,26 @@ def test_stored_type_and_integer_values_are_reported(tmp_path: Path, kinds) -> N
     assert pre.input.intensity_min < 0
 
 
+def test_zero_padding_around_the_scan_is_not_air(kinds) -> None:
+    """A matrix enlarged with zeros (air noise inside, zeros outside): the air/tissue threshold comes
+    from the scan's own box, so the head, its scalp rim and the arteries are those of the unpadded scan."""
+    case = kind(kinds, "full_head")
+    # the air's noise floor well above the padding's zeros, as magnitude images have it
+    image = Image(case.image.array + np.float32(0.15 * np.median(case.image.array[case.brain > 0])),
+                  case.image.geometry)
+    pad = 40
+    array = np.pad(image.array, ((0, 0), (pad, pad), (pad, pad)))
+    g = image.geometry
+    padded = Image(array, Geometry(spacing=g.spacing, origin=tuple(g.index_to_lps([-pad, -pad, 0])),
+                                   direction=g.direction))
+    pre, ref = pp.preprocess(padded), pp.preprocess(image)
+    assert pre.input.field_of_view == survey.FULL_HEAD and pre.input.scalp and pre.warnings == []
+    assert pre.input.background == "air" and pre.input.notes[0].startswith("matrix padded")
+    arteries = pp.arteries_on(pre, padded.geometry, array.shape)[:, pad:-pad, pad:-pad]
+    assert dice(arteries, pp.arteries_on(ref, g, image.array.shape)) > 0.9
+    assert not (arteries & (case.fat > 0)).any()
+
+
 def no_artery_scan() -> Image:
     """A head-shaped blob of smooth tissue and noise: nothing in it looks like an artery."""
     rng = np.random.default_rng(1)

@@ -87,7 +87,7 @@ def preprocess(image: Image, coarse_spacing: float = COARSE_SPACING_MM, adapt: b
     raw = _resample_sitk(img_sitk, grid, shape, True, background).astype(np.float32, copy=False)
     sp = grid.spacing_zyx
     view = inspect_input(raw, sp) if adapt else paper_view(raw, sp)
-    notes: list[str] = []
+    notes: list[str] = ["matrix padded around the scan: the padding is not taken for air"] if view.padded else []
     warnings: list[str] = []
     head, depth = view.head, view.depth
     if not head.any():

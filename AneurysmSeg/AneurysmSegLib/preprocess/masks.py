@@ -192,17 +192,25 @@ def _upsample_linear(low: np.ndarray, factors: Sequence[int], spacing_zyx: Seque
     return resample(low, coarse, fine, shape_zyx, linear=True)
 
 
-def _head_low(a: np.ndarray, spacing_zyx: Sequence[float]) -> np.ndarray:
-    """Head mask of an (already down-sampled) image: threshold, components, closing, holes."""
-    lo, hi = _robust_range(a, 0.5, 99.5)
+def _head_low(a: np.ndarray, spacing_zyx: Sequence[float], valid: tuple[slice, ...] | None = None) -> np.ndarray:
+    """Head mask of an (already down-sampled) image: threshold, components, closing, holes.
+
+    ``valid``: the box that holds the scan when the matrix was padded (zeros around its field of
+    view); the threshold is found inside it and nothing outside it is head.
+    """
+    inside = a[valid] if valid is not None else a
+    lo, hi = _robust_range(inside, 0.5, 99.5)
     if hi <= lo:
-        lo, hi = float(a.min()), float(a.max())
+        lo, hi = float(inside.min()), float(inside.max())
     if hi <= lo:
         raise InputError("the image is constant; it holds no head")
     scaled = np.log1p(np.clip((a - lo) / (hi - lo), 0, None) * 100.0)
     smooth = ndimage.gaussian_filter(scaled, sigma=[1.0 / s for s in spacing_zyx], mode="nearest")
-    step = max(1, smooth.size // 1_000_000)
-    mask = smooth > _air_tissue_threshold(smooth.ravel()[::step])
+    values = smooth[valid] if valid is not None else smooth
+    step = max(1, values.size // 1_000_000)
+    mask = smooth > _air_tissue_threshold(values.ravel()[::step])
+    if valid is not None:
+        mask &= _box_mask(a.shape, valid)
     labels, n = ndimage.label(mask)
     if n == 0:
         raise InputError("no head found in the image (nothing brighter than the background)")
@@ -214,6 +222,12 @@ def _head_low(a: np.ndarray, spacing_zyx: Sequence[float]) -> np.ndarray:
     half = _block_mean(mask, (2, 2, 2)) >= 0.5
     closed = _upsample_nearest(_close_mm(half, [2 * s for s in spacing_zyx], HEAD_CLOSING_MM), (2, 2, 2), mask.shape)
     return _fill_holes(mask | closed)
+
+
+def _box_mask(shape: Sequence[int], box: tuple[slice, ...]) -> np.ndarray:
+    out = np.zeros(tuple(shape), dtype=bool)
+    out[box] = True
+    return out
 
 
 def _close_mm(mask: np.ndarray, spacing_zyx: Sequence[float], radius_mm: float) -> np.ndarray:

@@ -82,6 +82,7 @@ class Survey:
     head: np.ndarray  #: bool, coarse grid: head (filled, closed) or, for vessels only, near vessels
     depth: np.ndarray  #: float, coarse grid: mm under the head surface (from the paper's head mask)
     foreground_share: float
+    padded: bool = False  #: the matrix holds the scan in a box padded with a constant (scan_box)
 
 
 def _faces(mask: np.ndarray) -> list[float]:
@@ -129,33 +130,36 @@ def inspect_input(raw: np.ndarray, spacing_zyx: Sequence[float]) -> Survey:
     factors = _mask_factors(spacing_zyx)
     low_sp = tuple(f * s for f, s in zip(factors, spacing_zyx))
     low = _block_mean(a, factors)
-    lo, hi = _robust_range(low, 0.5, 99.5)
+    box = scan_box(low)
+    inside = low[box] if box is not None else low
+    lo, hi = _robust_range(inside, 0.5, 99.5)
     if hi <= lo:
-        lo, hi = float(low.min()), float(low.max())
+        lo, hi = float(inside.min()), float(inside.max())
     background_level = lo
-    exact = float(np.mean(a <= float(a.min())))  # voxels at exactly the minimum: a masked background
-    fg_low = _foreground(low, lo, hi, low_sp)
+    exact = float(np.mean(inside <= float(low.min())))  # at exactly the minimum: a masked background
+    fg_low = _foreground(low, lo, hi, low_sp, box)
     thick = ndimage.distance_transform_edt(np.pad(fg_low, 1), sampling=low_sp)[1:-1, 1:-1, 1:-1]
     tissue_share = float((thick[fg_low] > TISSUE_DEPTH_MM).mean()) if fg_low.any() else 0.0
     if not fg_low.any():
         tissue_share = 1.0  # nothing stands out: treat it as tissue everywhere (a crop), the check warns
-    head_low = _head_low(low, low_sp) if fg_low.any() else np.ones(low.shape, dtype=bool)
-    view = classify_view(head_low, low_sp, tissue_share)
+    head_low = _head_low(low, low_sp, box) if fg_low.any() else np.ones(low.shape, dtype=bool)
+    view = classify_view(head_low[box] if box is not None else head_low, low_sp, tissue_share)
     fg = _upsample_nearest(fg_low, factors, a.shape)
     share = float(fg_low.mean())
     if view == VESSELS_ONLY:
         near = ndimage.binary_dilation(fg_low, iterations=2)
         head = _upsample_nearest(near, factors, a.shape)
         depth = np.full(a.shape, 100.0, dtype=np.float32)
-        return Survey(view, "zero" if exact > 0.2 else "air", False, fg, head, depth, share)
+        return Survey(view, "zero" if exact > 0.2 else "air", False, fg, head, depth, share, box is not None)
     if view == CROP:
         head = np.ones(a.shape, dtype=bool)
         depth = np.full(a.shape, 100.0, dtype=np.float32)
-        return Survey(view, "none", False, fg, head, depth, float(head_low.mean()))
+        return Survey(view, "none", False, fg, head, depth, float(head_low.mean()), box is not None)
     inner = ndimage.distance_transform_edt(head_low, sampling=low_sp)
     head, depth = depth_from_low(head_low, inner, spacing_zyx, a.shape)
     scalp = _has_scalp(low, head_low, inner, background_level)
-    return Survey(view, "zero" if exact > 0.2 else "air", scalp, fg, head, depth, float(head_low.mean()))
+    return Survey(view, "zero" if exact > 0.2 else "air", scalp, fg, head, depth, float(head_low.mean()),
+                  box is not None)
 
 
 def paper_view(raw: np.ndarray, spacing_zyx: Sequence[float]) -> Survey:
@@ -164,11 +168,35 @@ def paper_view(raw: np.ndarray, spacing_zyx: Sequence[float]) -> Survey:
     return Survey(FULL_HEAD, "air", True, head, head, depth, float(head.mean()))
 
 
-def _foreground(low: np.ndarray, lo: float, hi: float, low_sp: Sequence[float]) -> np.ndarray:
-    """Voxels brighter than the background: Otsu on a smoothed log-scaled copy (as the head mask)."""
+def scan_box(low: np.ndarray) -> tuple[slice, ...] | None:
+    """The box holding the scan when its matrix was padded with a constant (zero-padded or enlarged
+    matrices): the bounding box of the voxels above the minimum; None when it is the whole volume."""
+    above = low > float(low.min())
+    if not above.any():
+        return None
+    box = []
+    for axis in range(3):
+        other = tuple(a for a in range(3) if a != axis)
+        idx = np.flatnonzero(above.any(axis=other))
+        box.append(slice(int(idx[0]), int(idx[-1]) + 1))
+    if all(b.start == 0 and b.stop == n for b, n in zip(box, low.shape)):
+        return None
+    return tuple(box)
+
+
+def _foreground(low: np.ndarray, lo: float, hi: float, low_sp: Sequence[float],
+                box: tuple[slice, ...] | None = None) -> np.ndarray:
+    """Voxels brighter than the background: Otsu on a smoothed log-scaled copy (as the head mask),
+    its threshold found inside the scan's ``box``."""
     if hi <= lo:
         return np.zeros(low.shape, dtype=bool)
     scaled = np.log1p(np.clip((low - lo) / (hi - lo), 0, None) * 100.0)
     smooth = ndimage.gaussian_filter(scaled, sigma=[0.5 / s for s in low_sp], mode="nearest")
-    step = max(1, smooth.size // 1_000_000)
-    return smooth > _air_tissue_threshold(smooth.ravel()[::step])
+    values = smooth[box] if box is not None else smooth
+    step = max(1, values.size // 1_000_000)
+    fg = smooth > _air_tissue_threshold(values.ravel()[::step])
+    if box is not None:
+        outside = np.ones(low.shape, dtype=bool)
+        outside[box] = False
+        fg &= ~outside
+    return fg
