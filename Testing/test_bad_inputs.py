@@ -294,6 +294,14 @@ def _nan_nifti(case: Case) -> None:
         path = io.write_image(array, geometry, case.tmp / f"nan{ext}")
         line = case.error("segment", path, "-o", case.tmp / "labels.nii.gz", "--models", case.models)
         assert "contains 2 NaN or infinite voxels" in line, line
+    # with an intensity scaling in the header ITK shows them as the intercept, not 0: still found
+    import struct
+
+    scaled = case.tmp / "scaled.nii"
+    data = bytearray((case.tmp / "nan.nii").read_bytes())
+    data[112:120] = struct.pack("<2f", 2.0, 5.0)  # scl_slope, scl_inter
+    scaled.write_bytes(bytes(data))
+    assert "contains 2 NaN or infinite voxels" in case.error("segment", scaled, "-o", case.tmp / "l.nii.gz")
 
 
 @row("Reading", "a NIfTI whose every voxel is NaN", "exit 2, `holds only NaN or infinite voxels` (not \"constant\")")

@@ -68,8 +68,8 @@ def check_voxel_count(size_xyz: tuple[int, ...], name: str, max_voxels: int = DE
 # -------------------------------------------------------------------------------------------- NIfTI
 
 
-def _nifti_header(raw: bytes, name: str) -> tuple[str, np.dtype | None, int, int, int, float]:
-    """(endian, float dtype or None, element bytes, voxel count, voxel offset, scl_slope)."""
+def _nifti_header(raw: bytes, name: str) -> tuple[str, np.dtype | None, int, int, int, float, float]:
+    """(endian, float dtype or None, element bytes, voxel count, voxel offset, scl_slope, scl_inter)."""
     if len(raw) < 348:
         raise InputError(f"{name} is too short to hold a NIfTI header ({len(raw)} bytes)")
     for endian in "<>":
@@ -77,13 +77,13 @@ def _nifti_header(raw: bytes, name: str) -> tuple[str, np.dtype | None, int, int
         if sizeof_hdr == 348:
             dims = struct.unpack(endian + "8h", raw[40:56])
             datatype, bitpix = struct.unpack(endian + "2h", raw[70:74])
-            vox_offset, slope = struct.unpack(endian + "2f", raw[108:116])
+            vox_offset, slope, inter = struct.unpack(endian + "3f", raw[108:120])
             break
         if sizeof_hdr == 540 and len(raw) >= 540:
             datatype, bitpix = struct.unpack(endian + "2h", raw[12:16])
             dims = struct.unpack(endian + "8q", raw[16:80])
             (vox_offset,) = struct.unpack(endian + "q", raw[168:176])
-            (slope,) = struct.unpack(endian + "d", raw[176:184])
+            slope, inter = struct.unpack(endian + "2d", raw[176:192])
             break
     else:
         raise InputError(f"{name} does not start with a NIfTI header")
@@ -93,13 +93,17 @@ def _nifti_header(raw: bytes, name: str) -> tuple[str, np.dtype | None, int, int
     count = int(np.prod([int(d) for d in dims[1:ndim + 1]], dtype=object))
     float_code = _NIFTI_FLOATS.get(int(datatype))
     dtype = np.dtype(endian + float_code) if float_code else None
-    return endian, dtype, bitpix // 8, count, int(vox_offset), float(slope)
+    return endian, dtype, bitpix // 8, count, int(vox_offset), float(slope), float(inter)
 
 
-def check_nifti_payload(path: Path) -> None:
-    """Stream the voxel data once: InputError if shorter than the header promises or if it holds NaN/Inf.
+def check_nifti_payload(path: Path, nonfinite: bool = True) -> float | None:
+    """InputError if the voxel data are shorter than the header promises or (``nonfinite``) hold NaN/Inf.
 
-    Needed because ITK fills missing NIfTI data with zeros and reads NaN/Inf NIfTI voxels as 0.
+    Needed because ITK fills missing NIfTI data with zeros and reads NaN/Inf NIfTI voxels as 0. The
+    length is checked without decoding where the file tells it (size; gzip trailer); finding NaN/Inf
+    takes a decoding pass, so a caller may first read the image and look only if ITK returned zeros
+    (``nonfinite=False``, then again with True). Returns the value ITK shows a NaN/Inf voxel as (0, or
+    the intercept when the header scales values), or None when the stored values are integers.
     """
     name = path.name
     gz = name.lower().endswith(".gz")
@@ -107,20 +111,23 @@ def check_nifti_payload(path: Path) -> None:
     try:
         with opener(path, "rb") as f:
             head = f.read(540)
-            _, dtype, itemsize, count, offset, slope = _nifti_header(head, name)
-            if not np.isfinite(slope):
-                raise InputError(f"{name}: its NIfTI intensity scale (scl_slope) is {slope}; a finite scale "
-                                 "is needed")
+            _, dtype, itemsize, count, offset, slope, inter = _nifti_header(head, name)
+            if not (np.isfinite(slope) and (slope == 0 or np.isfinite(inter))):
+                raise InputError(f"{name}: its NIfTI intensity scaling (scl_slope {slope}, scl_inter {inter}) "
+                                 "is not finite; a finite scale is needed")
             expected = count * itemsize
+            shown = (inter if slope != 0 else 0.0) if dtype is not None else None
+            if not nonfinite:
+                dtype = None  # the length only
             if dtype is None and not gz:  # nothing to decode: the file's size tells
                 available = path.stat().st_size - offset
                 if available < expected:
                     _truncated(name, available, expected)
-                return
+                return shown
             if dtype is None and _gzip_length(path) == (offset + expected) % 2**32:
                 # A gzip stream ends with the length of what it holds; a cut-off file has no such end
                 # (its last four bytes match by chance once in 4 billion): complete, no need to decode.
-                return
+                return shown
             f.seek(max(offset, 0))
             got, bad, rest = 0, 0, b""
             while True:
@@ -146,6 +153,7 @@ def check_nifti_payload(path: Path) -> None:
         raise InputError(f"{name} holds only NaN or infinite voxels ({bad}); it holds no image")
     if bad:
         raise InputError(f"{name} contains {bad} NaN or infinite voxels; a TOF-MRA with finite values is needed")
+    return shown
 
 
 def _gzip_length(path: Path) -> int:

@@ -103,15 +103,20 @@ def _read_file(path: Path, max_voxels: int) -> sitk.Image:
         raise InputError(f"{path.name} could not be read as a {_FORMAT_NAMES[ext]} image "
                          f"(corrupt or incomplete file?): {_first_line(exc)}") from None
     check_header(reader, path.name, max_voxels)
+    nan_shown_as = None
     if ext in (".nii", ".nii.gz"):
-        check_nifti_payload(path)
+        nan_shown_as = check_nifti_payload(path, nonfinite=False)
     elif ext in (".mha", ".mhd"):
         check_metaimage_payload(path)
     try:
-        return reader.Execute()
+        img = reader.Execute()
     except RuntimeError as exc:
         raise InputError(f"{path.name} could not be read as a {_FORMAT_NAMES[ext]} image "
                          f"(corrupt or incomplete file?): {_first_line(exc)}") from None
+    if nan_shown_as is not None and np.any(sitk.GetArrayViewFromImage(img) == nan_shown_as):
+        # ITK shows NaN/Inf as 0 (scaled: the intercept); where that value occurs, the file decides
+        check_nifti_payload(path)
+    return img
 
 
 def is_dicom_file(path: Path) -> bool:
