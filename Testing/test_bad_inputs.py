@@ -468,13 +468,15 @@ def _too_many_seeds(case: Case) -> None:
 
 
 @row("Seeds", "a seed outside the volume (with one inside)",
-     "a warning naming it (`1 seed(s) outside the image ... not used: U2 at LPS (...) mm`); the others run")
+     "a warning naming it (`1 seed(s) outside the image ... not used: U2 at LPS (...) mm`), also in the report; "
+     "the others run")
 def _seed_outside(case: Case) -> None:
     seeds = _seeds_file(case.tmp / "s.json", [BLOBS[1][0], BLOBS[1][0] + np.array([0.0, 0.0, 500.0])])
     rc, out, err = case.cli("segment", case.scan(), "-o", case.tmp / "l.nii.gz", "--seeds", seeds, "--no-detect",
-                            "--models", case.models)
+                            "--report", case.tmp / "r.json", "--models", case.models)
     assert rc == 0 and "1 aneurysm(s) from 1 VOI seed(s)" in out
     assert "warning: 1 seed(s) outside the image (90 x 96 x 48 voxels) not used: U2 at LPS (" in err
+    assert any("U2 at LPS" in w for w in json.loads((case.tmp / "r.json").read_text())["warnings"])
 
 
 @row("Seeds", "a user's seed on an aneurysm (seeds files say confidence 1.0)",

@@ -95,18 +95,20 @@ def segment(image: Image, models: LoadedModels, *, seeds: Sequence[Seed] | None 
     if preprocessed is not None and not preprocessed.image.same_scan(image):
         raise InputError("the preprocessed scan given was computed from another image (its voxels or geometry "
                          "differ); leave it out, or preprocess this image with pipeline.prepare")
-    given = usable_seeds(list(seeds or []), image)
+    given, notes = usable_seeds(list(seeds or []), image)
+    for message in notes:
+        warnings.warn(message, InputWarning, stacklevel=2)
     try:
         return _segment(image, models, given, detect, detection_threshold, progress, cancel,
-                        preprocessed, batch_size, precision)
+                        preprocessed, batch_size, precision, notes)
     except Cancelled:
         return None
 
 
-def usable_seeds(seeds: list[Seed], image: Image) -> list[Seed]:
-    """The given seeds that lie in the image. InputError for a position that is not three finite
-    numbers or for more than :data:`MAX_SEEDS` seeds; an :class:`InputWarning` naming the seeds outside
-    the image, which are left out (a VOI there holds nothing of this scan)."""
+def usable_seeds(seeds: list[Seed], image: Image) -> tuple[list[Seed], list[str]]:
+    """The given seeds that lie in the image, and a warning naming those outside (left out: a VOI there
+    holds nothing of this scan). InputError for a position that is not three finite numbers or for more
+    than :data:`MAX_SEEDS` seeds."""
     if len(seeds) > MAX_SEEDS:
         raise InputError(f"{len(seeds)} seeds given; at most {MAX_SEEDS} are segmented in one run (each is a "
                          "VOI of about half a second and tens of MB): give the seeds of the aneurysms to check")
@@ -116,22 +118,23 @@ def usable_seeds(seeds: list[Seed], image: Image) -> list[Seed]:
             raise InputError(f"seed {seed.label or i} has position {tuple(seed.position_lps)}; "
                              "a seed needs three finite coordinates (LPS, mm)")
     if not seeds:
-        return seeds
+        return seeds, []
     index = image.geometry.lps_to_index(np.array([s.position_lps for s in seeds], dtype=float))
     size = np.asarray(image.shape_xyz, dtype=float)
     inside = np.all((index >= -0.5) & (index <= size - 0.5), axis=1)
+    notes = []
     if not inside.all():
         shape = " x ".join(str(int(s)) for s in size)
         named = [f"{s.label or f'seed {i + 1}'} at LPS ({', '.join(f'{v:.1f}' for v in s.position_lps)}) mm"
                  for i, s in enumerate(seeds) if not inside[i]]
-        warnings.warn(f"{len(named)} seed(s) outside the image ({shape} voxels) not used: "
-                      f"{'; '.join(named[:5])}{' ...' if len(named) > 5 else ''}", InputWarning, stacklevel=3)
-    return [s for s, keep in zip(seeds, inside) if keep]
+        notes.append(f"{len(named)} seed(s) outside the image ({shape} voxels) not used: "
+                     f"{'; '.join(named[:5])}{' ...' if len(named) > 5 else ''}")
+    return [s for s, keep in zip(seeds, inside) if keep], notes
 
 
 def _segment(image: Image, models: LoadedModels, given: list[Seed], detect: bool, threshold: float,
              callback: ProgressCallback | None, cancel: CancelCheck | None, pre: Preprocessed | None,
-             batch_size: int, precision: str) -> SegmentationResult:
+             batch_size: int, precision: str, notes: list[str]) -> SegmentationResult:
     shares = {"preprocessing": 0.0 if pre is not None else 2.0, "detection": 5.0 if detect else 0.0,
               "fine segmentation": 4.0, "measurements": 0.5}
     prog = _Progress(callback, {k: v for k, v in shares.items() if v > 0})
@@ -186,7 +189,7 @@ def _segment(image: Image, models: LoadedModels, given: list[Seed], detect: bool
     return SegmentationResult(labels=refined.labels, geometry=image.geometry, aneurysms=aneurysms,
                               seeds=seeds, timings=timings,
                               input=pre.input.to_dict() if pre.input is not None else {},
-                              warnings=list(pre.warnings))
+                              warnings=list(pre.warnings) + notes)
 
 
 def prepare(image: Image, models: LoadedModels) -> Preprocessed:
