@@ -1,5 +1,8 @@
 """``aneurysmseg train coarse|fine``: train one network on ADAM-layout folders (phantoms or real data).
 
+Runs unchanged under ``torchrun --nproc_per_node N -m AneurysmSegLib.cli train ...`` (one process per
+GPU, or several CPU processes): ``--batch`` is then the batch of all processes together.
+
 Example (the bundled weights, see docs/training.md)::
 
     aneurysmseg train fine --data work-data/train --val work-data/val-train work-data/val-shifted \\
@@ -38,8 +41,14 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue from RUNDIR/last.pt")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0 = torch's default)")
-    p.add_argument("--amp", choices=["auto", "on", "off"], default="auto",
-                   help="bfloat16 autocast (auto: on for CUDA with bf16 and CPUs with AVX512-BF16/AMX)")
+    p.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"], default="auto",
+                   help="mixed precision: auto = float16 with gradient scaling on CUDA, bfloat16 on CPUs with "
+                        "AVX512-BF16/AMX, else off")
+    p.add_argument("--init-from", metavar="MODELS_OR_CKPT",
+                   help="start from these weights: a model folder with manifest.json (e.g. the bundled "
+                        "AneurysmSeg/Resources/Models, to fine-tune them) or a checkpoint; the architecture comes with them")
+    p.add_argument("--no-size-balance", action="store_true",
+                   help="fine: draw aneurysm VOIs uniformly instead of balancing the size classes <3, 3-6, >=6 mm")
     p.add_argument("--beta", type=float, default=1.0, help="fine: WDL beta (0 = plain soft Dice loss)")
     p.add_argument("--channels", type=int, choices=[1, 2], default=2, help="fine: 2 = image + vessel contour, 1 = image")
     p.add_argument("--base-filters", type=int, default=16, help="fine: U-Net base filters")
@@ -67,5 +76,6 @@ def run(args: argparse.Namespace) -> int:
         channels=args.channels, base_filters=args.base_filters, depth=args.depth, widths=args.widths,
         fc_widths=args.fc_widths, max_minutes=args.max_minutes, lr_patience=args.lr_patience,
         stop_patience=args.stop_patience, cache=args.cache, any_preprocess_version=args.any_preprocess_version,
-        augment=not args.no_augment, progress=not args.no_progress, command=command))
+        augment=not args.no_augment, balance_sizes=not args.no_size_balance, init_from=args.init_from,
+        progress=not args.no_progress, command=command))
     return 0

@@ -29,7 +29,7 @@ from scipy import ndimage
 
 from ..core.geometry import Geometry
 from .data import CaseRef, training_labels
-from .sampling import CoarseVolume, FineVOIs, adaptive_dilation
+from .sampling import CoarseVolume, FineVOIs, adaptive_dilation, hard_places
 
 CACHE_VERSION = 4
 FINE_BIG = 88  #: cached VOI edge: 64 + 2 x 12 voxels of jitter (4.8 mm per axis at 0.4 mm)
@@ -250,14 +250,36 @@ def load_coarse(d: Path, mmap: bool = True) -> CoarseVolume:
     meta = json.loads((d / "meta.json").read_text())
     image = _memmapped(d, z, "image") if mmap else z["image"]
     target = _memmapped(d, z, "target") if mmap else z["target"]
+    arteries, _ = load_masks(d)
     return CoarseVolume(name=meta["name"], image=image, target=target, fg=z["fg"], vessel=z["vessel"],
-                        bright=z["bright"], head=z["head"], fill=float(z["fill"]))
+                        bright=z["bright"], head=z["head"], fill=float(z["fill"]),
+                        hard=hard_places(arteries, z["vessel"]))
 
 
 def load_fine(d: Path) -> FineVOIs:
     meta = json.loads((d / "meta.json").read_text())
-    return FineVOIs(name=meta["name"], images=np.load(d / "fine_img.npy", mmap_mode="r"),
-                    labels=np.load(d / "fine_lbl.npy", mmap_mode="r"), kinds=np.asarray(meta["kinds"], dtype=int))
+    labels = np.load(d / "fine_lbl.npy", mmap_mode="r")
+    kinds = np.asarray(meta["kinds"], dtype=int)
+    from ..preprocess.grids import FINE_SPACING_MM
+
+    spacing = float(meta.get("fine_spacing_mm", FINE_SPACING_MM))
+    diameters = np.array([_label_diameter(labels[k], spacing) if kind == 0 else np.nan
+                          for k, kind in enumerate(kinds)], dtype=float)
+    return FineVOIs(name=meta["name"], images=np.load(d / "fine_img.npy", mmap_mode="r"), labels=labels,
+                    kinds=kinds, diameters=diameters)
+
+
+def _label_diameter(label: np.ndarray, spacing_mm: float) -> float:
+    """Equivalent diameter (mm) of the aneurysm at the centre of an aneurysm VOI's label."""
+    lab, n = ndimage.label(np.asarray(label) > 0, structure=ndimage.generate_binary_structure(3, 3))
+    if n == 0:
+        return float("nan")
+    centre = tuple(s // 2 for s in lab.shape)
+    keep = lab[centre]
+    if keep == 0:  # the centre of mass of a curved sac may fall outside it: take the largest component
+        keep = int(np.argmax(np.bincount(lab.ravel())[1:])) + 1
+    volume = float((lab == keep).sum()) * spacing_mm ** 3
+    return float((6.0 * volume / np.pi) ** (1.0 / 3.0))
 
 
 def load_masks(d: Path) -> tuple[np.ndarray, np.ndarray]:

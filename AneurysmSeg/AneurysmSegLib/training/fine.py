@@ -13,9 +13,10 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .augment import augment_fine
-from .coarse import autocast
 from .losses import soft_dice, weighted_dice_loss
+from .augment import augment_fine
+from .distributed import World
+from .precision import Precision
 from .sampling import FineVOIs, sample_fine, voi_crop
 
 VOI = 64
@@ -26,8 +27,8 @@ class FineTask:
 
     def __init__(self, model: torch.nn.Module, train: Sequence[FineVOIs], val: Sequence[FineVOIs],
                  device: torch.device, beta: float = 1.0, channels: int = 2, batch: int = 2, lr: float = 5e-4,
-                 amp: bool = False, val_max: int = 40, max_jitter: int | None = None, augment: bool = True,
-                 p_aneurysm: float = 0.5, voi: int = VOI) -> None:
+                 precision: Precision = Precision(), val_max: int = 40, max_jitter: int | None = None,
+                 augment: bool = True, p_aneurysm: float = 0.5, voi: int = VOI, balance_sizes: bool = True) -> None:
         if not any(len(c.kinds) for c in train):
             raise ValueError("fine training needs at least one VOI")
         self.model = model.to(device)
@@ -37,10 +38,11 @@ class FineTask:
         self.beta = float(beta)
         self.channels = int(channels)
         self.batch = int(batch)
-        self.amp = bool(amp)
+        self.precision = precision
         self.max_jitter = max_jitter
         self.augment = augment
         self.p_aneurysm = float(p_aneurysm)
+        self.balance_sizes = bool(balance_sizes)
         self.voi = int(voi)  # 64 for real training; tests use smaller crops
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=lr)
         pairs = [(ci, k) for ci, c in enumerate(self.val_cases) for k in range(len(c.kinds))]
@@ -48,36 +50,39 @@ class FineTask:
             pairs = [pairs[int(i)] for i in np.linspace(0, len(pairs) - 1, val_max).round()]
         self.val_pairs = pairs
         self._hp = dict(beta=self.beta, channels=self.channels, batch=self.batch, lr=lr, optimizer="Adam",
-                        loss="WDL with batch Dice", amp_bf16=self.amp, val_vois=len(pairs),
-                        max_jitter_vox=max_jitter, augment=augment, p_aneurysm_second=self.p_aneurysm)
+                        loss="WDL with batch Dice", precision=precision.name, val_vois=len(pairs),
+                        max_jitter_vox=max_jitter, augment=augment, p_aneurysm_second=self.p_aneurysm,
+                        balance_sizes=self.balance_sizes)
 
     def describe(self) -> dict[str, Any]:
         return {"train_cases": [c.name for c in self.train_cases], "val_cases": [c.name for c in self.val_cases],
                 **self._hp}
 
+    def sample(self, rng: np.random.Generator, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Sample ``index`` of a batch: the first is always an aneurysm VOI, the others one with
+        probability ``p_aneurysm`` (size classes balanced), else a background VOI."""
+        x, y, _ = sample_fine(self.train_cases, rng, 1.0 if index == 0 else self.p_aneurysm, self.voi,
+                              self.channels, self.max_jitter, self.balance_sizes)
+        if self.augment:
+            x, y = augment_fine(x, y, rng)
+        return x, y[None].astype(np.float32)
+
+    def loss(self, logits: torch.Tensor, target: torch.Tensor, world: World) -> tuple[torch.Tensor, float]:
+        """WDL with the Dice of the whole batch: its sums are added over processes (differentiably), so
+        every process computes the loss one process would compute on the whole batch."""
+        loss = weighted_dice_loss(torch.sigmoid(logits), target, self.beta, per_sample=False,
+                                  reduce=world.all_reduce_sum)
+        return loss, float(loss.detach())
+
     def train_step(self, rng: np.random.Generator) -> float:
-        xs, ys = [], []
-        for b in range(self.batch):
-            x, y, _ = sample_fine(self.train_cases, rng, 1.0 if b == 0 else self.p_aneurysm, self.voi,
-                                  self.channels, self.max_jitter)
-            if self.augment:
-                x, y = augment_fine(x, y, rng)
-            xs.append(x)
-            ys.append(y[None].astype(np.float32))
-        xt = torch.from_numpy(np.stack(xs)).to(self.device)
-        yt = torch.from_numpy(np.stack(ys)).to(self.device)
-        with autocast(self.device, self.amp):
-            logits = self.model(xt)
-        probs = torch.sigmoid(logits.float())
-        loss = weighted_dice_loss(probs, yt, self.beta, per_sample=False)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        return float(loss.detach())
+        """One step of one process with samples drawn from ``rng`` (tests, experiments)."""
+        from .loop import train_step
+
+        return train_step(self, [self.sample(rng, i) for i in range(self.batch)], precision=self.precision)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Probabilities (N, 64^3) for inputs (N, C, 64^3)."""
-        with autocast(self.device, self.amp):
+        with self.precision.autocast(self.device):
             logits = self.model(torch.from_numpy(np.ascontiguousarray(x)).to(self.device))
         return torch.sigmoid(logits.float())[:, 0].cpu().numpy()
 

@@ -13,17 +13,25 @@ a larger overlap.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import nn
 
 SMOOTH = 1e-4
 
 
-def soft_dice(probs: torch.Tensor, target: torch.Tensor, smooth: float = SMOOTH, per_sample: bool = True) -> torch.Tensor:
+Reduce = Callable[[torch.Tensor], torch.Tensor]
+
+
+def soft_dice(probs: torch.Tensor, target: torch.Tensor, smooth: float = SMOOTH, per_sample: bool = True,
+              reduce: Reduce | None = None) -> torch.Tensor:
     """Soft Dice ``2 (sum GT*P + S/2) / (sum GT^2 + sum P^2 + S)``.
 
     Sums run over every axis but the batch axis (all channels and voxels) when ``per_sample``;
-    the result then has shape (N,). Otherwise one value for the whole batch (shape ()).
+    the result then has shape (N,). Otherwise one value for the whole batch (shape ()); ``reduce``
+    then combines the two sums (stacked) with other processes' first (distributed training: the
+    Dice of the batch over all processes).
     """
     if probs.shape != target.shape:
         raise ValueError(f"probs {tuple(probs.shape)} and target {tuple(target.shape)} differ in shape")
@@ -31,6 +39,8 @@ def soft_dice(probs: torch.Tensor, target: torch.Tensor, smooth: float = SMOOTH,
     dims = tuple(range(1, probs.dim())) if per_sample else tuple(range(probs.dim()))
     inter = (probs * target).sum(dim=dims)
     denom = (target * target).sum(dim=dims) + (probs * probs).sum(dim=dims)
+    if reduce is not None and not per_sample:
+        inter, denom = reduce(torch.stack([inter, denom]))
     return 2.0 * (inter + smooth / 2.0) / (denom + smooth)
 
 
@@ -40,14 +50,16 @@ def weighted_dice_loss(
     beta: float = 1.0,
     smooth: float = SMOOTH,
     per_sample: bool = True,
+    reduce: Reduce | None = None,
 ) -> torch.Tensor:
     """WDL (mean over the batch when ``per_sample``); ``probs`` are probabilities (after sigmoid).
+    ``reduce``: see :func:`soft_dice`.
 
     Returns a scalar in [-1, 0]; see the module docstring for why it is negative.
     """
     if beta < 0:
         raise ValueError("beta must be >= 0 (the paper uses [0, 1])")
-    dsc = soft_dice(probs, target, smooth, per_sample)
+    dsc = soft_dice(probs, target, smooth, per_sample, reduce)
     weight = (1.0 - dsc.detach()).clamp_min(0.0) ** beta
     return (weight * -dsc).mean()
 

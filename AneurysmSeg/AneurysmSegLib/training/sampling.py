@@ -16,7 +16,14 @@ COARSE_IN = 57  #: DeepMedic training segment input (25^3 normal pathway + conte
 COARSE_OUT = 9
 MIN_RADIUS_MM = 3.5  #: adaptive dilation grows every aneurysm to at least this equivalent radius
 MIN_MARGIN_MM = 0.7  #: ... and by at least this margin (one coarse voxel)
-BG_MIX = (0.5, 0.25, 0.25)  #: background segments: vessels, bright non-vessel tissue, any head voxel
+#: background segments: vessels, hard vessel places (bifurcations, bends, loops: where vessels crowd),
+#: bright non-vessel tissue (fat, skull base), any head voxel
+BG_MIX = (0.3, 0.3, 0.2, 0.2)
+#: vessel voxels whose 7^3 neighbourhood holds more vessel than this quantile are "hard" places
+HARD_QUANTILE = 0.75
+#: size classes (equivalent diameter, mm) that fine-stage sampling balances: small aneurysms are rare
+#: and hardest, so each class is drawn equally often
+SIZE_EDGES_MM = (3.0, 6.0)
 
 
 def equivalent_radius_mm(voxels: int, spacing_zyx: Sequence[float]) -> float:
@@ -83,6 +90,21 @@ class CoarseVolume:
     bright: np.ndarray  # bright non-vessel tissue (fat rim, skull-base fat) outside the target
     head: np.ndarray  # a subsample of head voxels outside the target
     fill: float = field(default=-3.0)  # value outside the image (air)
+    hard: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # crowded vessel places
+
+
+def hard_places(arteries: np.ndarray, vessel: np.ndarray, quantile: float = HARD_QUANTILE) -> np.ndarray:
+    """The ``vessel`` voxels (flat indices) where vessels crowd: bifurcations, bends, loops, the siphon.
+
+    The vessel fraction of each voxel's 7^3 neighbourhood is high exactly where a branch leaves,
+    a vessel turns back or two run side by side, which is where the detector's false positives sit
+    and where aneurysms grow; the voxels above its ``quantile`` among vessel voxels are returned (none
+    where every vessel voxel looks alike).
+    """
+    if len(vessel) == 0:
+        return np.zeros(0, np.int64)
+    density = ndimage.uniform_filter(np.asarray(arteries, dtype=np.float32), size=7).ravel()[vessel]
+    return np.asarray(vessel[density > np.quantile(density, quantile)], dtype=np.int64)
 
 
 def coarse_segment(vol: CoarseVolume, flat_index: int, in_size: int = COARSE_IN,
@@ -94,37 +116,43 @@ def coarse_segment(vol: CoarseVolume, flat_index: int, in_size: int = COARSE_IN,
     return x, y
 
 
+def coarse_sample(vols: Sequence[CoarseVolume], rng: np.random.Generator, foreground: bool,
+                  bg_mix: Sequence[float] = BG_MIX, in_size: int = COARSE_IN,
+                  out_size: int = COARSE_OUT) -> tuple[np.ndarray, np.ndarray]:
+    """One segment (x (1, in^3), y (out^3)) centred on a target voxel or on a background place.
+
+    Foreground: a case drawn uniformly among cases with aneurysms, a voxel of its dilated target.
+    Background: vessels, hard vessel places, bright non-vessel tissue and the head in the
+    proportions ``bg_mix`` (an empty category falls back to the head), so the detector learns to
+    reject exactly what looks like an aneurysm to a threshold.
+    """
+    with_fg = [v for v in vols if len(v.fg)]
+    if foreground and with_fg:
+        v = with_fg[int(rng.integers(len(with_fg)))]
+        idx = v.fg[int(rng.integers(len(v.fg)))]
+    else:
+        v = vols[int(rng.integers(len(vols)))]
+        mix = np.asarray(bg_mix, float)
+        kind = int(rng.choice(len(mix), p=mix / mix.sum()))
+        pool = (v.vessel, v.hard, v.bright, v.head)[kind] if len(mix) == 4 else (v.vessel, v.bright, v.head)[kind]
+        if len(pool) == 0:
+            pool = v.head if len(v.head) else np.arange(v.image.size)
+        idx = pool[int(rng.integers(len(pool)))]
+    x, y = coarse_segment(v, int(idx), in_size, out_size)
+    return x[None], y
+
+
 def sample_coarse_batch(vols: Sequence[CoarseVolume], rng: np.random.Generator, batch: int = 10,
                         fg_fraction: float = 0.5, bg_mix: Sequence[float] = BG_MIX,
                         in_size: int = COARSE_IN, out_size: int = COARSE_OUT
                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(x (B,1,in,in,in), y (B,out,out,out), is_fg (B,)): exactly round(B * fg_fraction) foreground.
-
-    Foreground centres are voxels of the dilated target (case drawn uniformly among cases with
-    aneurysms); background centres are drawn from vessels, bright non-vessel tissue and the head in
-    the proportions ``bg_mix`` (an empty category falls back to the head), so the detector learns to
-    reject exactly what looks like an aneurysm to a threshold.
-    """
-    with_fg = [v for v in vols if len(v.fg)]
+    """(x (B,1,in,in,in), y (B,out,out,out), is_fg (B,)): exactly round(B * fg_fraction) foreground
+    (:func:`coarse_sample` from one generator, e.g. a fixed validation set)."""
+    with_fg = any(len(v.fg) for v in vols)
     n_fg = int(round(batch * fg_fraction)) if with_fg else 0
-    xs, ys, flags = [], [], []
-    for b in range(batch):
-        if b < n_fg:
-            v = with_fg[int(rng.integers(len(with_fg)))]
-            idx = v.fg[int(rng.integers(len(v.fg)))]
-            flags.append(True)
-        else:
-            v = vols[int(rng.integers(len(vols)))]
-            kind = int(rng.choice(3, p=np.asarray(bg_mix, float) / float(np.sum(bg_mix))))
-            pool = (v.vessel, v.bright, v.head)[kind]
-            if len(pool) == 0:
-                pool = v.head if len(v.head) else np.arange(v.image.size)
-            idx = pool[int(rng.integers(len(pool)))]
-            flags.append(False)
-        x, y = coarse_segment(v, int(idx), in_size, out_size)
-        xs.append(x[None])
-        ys.append(y)
-    return np.stack(xs), np.stack(ys), np.array(flags)
+    pairs = [coarse_sample(vols, rng, b < n_fg, bg_mix, in_size, out_size) for b in range(batch)]
+    return (np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs]),
+            np.array([b < n_fg for b in range(batch)]))
 
 
 # ------------------------------------------------------------------------------------------ fine
@@ -143,6 +171,7 @@ class FineVOIs:
     images: np.ndarray
     labels: np.ndarray
     kinds: np.ndarray
+    diameters: np.ndarray | None = None  #: equivalent diameter (mm) of each aneurysm VOI's label, NaN else
 
     @property
     def big(self) -> int:
@@ -174,17 +203,29 @@ def jitter_offset(rng: np.random.Generator, big: int, size: int = 64, max_jitter
     return centre + rng.integers(-limit, limit + 1, size=3)
 
 
+def size_class(diameter_mm: float, edges: Sequence[float] = SIZE_EDGES_MM) -> int:
+    """0 below the first edge (< 3 mm), 1 between (3-6 mm), 2 above (>= 6 mm)."""
+    return int(np.searchsorted(np.asarray(edges, float), float(diameter_mm), side="right"))
+
+
 def sample_fine(cases: Sequence[FineVOIs], rng: np.random.Generator, p_aneurysm: float = 0.7,
-                size: int = 64, channels: int = 2, max_jitter: int | None = None
+                size: int = 64, channels: int = 2, max_jitter: int | None = None, balance_sizes: bool = False
                 ) -> tuple[np.ndarray, np.ndarray, int]:
     """One training VOI: (x (C, size^3), y (size^3), kind). Aneurysm VOIs with probability
-    ``p_aneurysm`` (when any exist), otherwise a background VOI."""
-    pools = {0: [], 1: []}
+    ``p_aneurysm`` (when any exist), otherwise a background VOI. ``balance_sizes`` draws the size
+    class of an aneurysm VOI uniformly first (:data:`SIZE_EDGES_MM`), then a VOI of that class."""
+    pools: dict[int, list[tuple[int, int]]] = {0: [], 1: []}
+    classes: dict[int, list[tuple[int, int]]] = {}
     for ci, c in enumerate(cases):
         for k, kind in enumerate(c.kinds):
             pools[int(kind)].append((ci, k))
+            if int(kind) == 0 and balance_sizes and c.diameters is not None:
+                classes.setdefault(size_class(float(c.diameters[k])), []).append((ci, k))
     want = 0 if (pools[0] and (not pools[1] or rng.random() < p_aneurysm)) else 1
-    ci, k = pools[want][int(rng.integers(len(pools[want])))]
+    pool = pools[want]
+    if want == 0 and classes:
+        pool = classes[sorted(classes)[int(rng.integers(len(classes)))]]
+    ci, k = pool[int(rng.integers(len(pool)))]
     c = cases[ci]
     off = jitter_offset(rng, c.big, size, max_jitter)
     x, y = voi_crop(c, k, off, size, channels)
