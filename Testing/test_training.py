@@ -349,8 +349,10 @@ def test_train_command_end_to_end(phantom_cases: Path, tmp_path: Path) -> None:
         for k in an:  # an aneurysm VOI has its aneurysm at the centre
             c = 44
             assert fv.labels[k, c - 6:c + 6, c - 6:c + 6, c - 6:c + 6].any()
+        assert np.isfinite(fv.diameters[an]).all() and np.isnan(fv.diameters[fv.kinds == 1]).all()
         cv = load_coarse(d)
         assert cv.target.shape == cv.image.shape
+        assert set(cv.hard.tolist()) <= set(cv.vessel.tolist())
         assert (len(cv.fg) > 0) == (len(m["aneurysms"]) > 0)
     # coarse stage on the same cache (nothing rebuilt), resumable
     args = ["coarse", "--out", str(tmp_path / "coarse"), "--widths", ",".join(map(str, TINY_WIDTHS)),
@@ -413,9 +415,10 @@ def test_evaluate_command_writes_every_table(phantom_cases: Path, tmp_path: Path
     out, raw = tmp_path / "eval.md", tmp_path / "eval.json"
     assert evaluate.run(p.parse_args(["--data", str(phantom_cases), "--models", str(tmp_path / "models"),
                                       "--cache", str(tmp_path / "cache"), "--out", str(out), "--json", str(raw),
-                                      "--device", "cpu"])) == 0
+                                      "--device", "cpu", "--tables", "coarse,fine,whole,misses"])) == 0
     text = out.read_text(encoding="utf-8")
-    for title in ("## Coarse stage", "## Fine stage inside VOIs", "## Whole volume", "Detector threshold 0.9"):
+    for title in ("## Coarse stage", "## Fine stage inside VOIs", "## Whole volume", "Detector threshold 0.9",
+                  "## Where the missed aneurysms go"):
         assert title in text
     numbers = json.loads(raw.read_text())
     group = phantom_cases.name
@@ -429,3 +432,120 @@ def test_evaluate_command_writes_every_table(phantom_cases: Path, tmp_path: Path
     assert sum(numbers["fine"][f"all, {name}"]["vois"] for name, _, _ in SIZE_CLASSES) == n_aneurysms
     assert all(0.0 <= d <= 1.0 for d in numbers["fine"][group]["dsc"])
     assert numbers["whole"][group]["cases"] == 3
+    # every reference aneurysm has one reason, and "found" agrees with the whole-volume detection
+    counts = numbers["misses"][group]["counts"]
+    assert sum(counts.values()) == n_aneurysms
+    assert counts["found"] == numbers["whole"][group]["tp"]
+
+
+# ------------------------------------------------------------------------------------------ issue 11
+
+
+def test_hard_places_are_where_vessels_crowd() -> None:
+    arteries = np.zeros((40, 40, 40), bool)
+    arteries[20, 20, 2:38] = True  # a straight vessel ...
+    arteries[20, 2:20, 20] = True  # ... with a branch leaving it at (20, 20, 20)
+    arteries[5, 5, 2:38] = True  # and a lone straight vessel
+    vessel = np.flatnonzero(arteries)
+    hard = np.stack(np.unravel_index(sampling.hard_places(arteries, vessel), arteries.shape), axis=1)
+    assert len(hard) > 0
+    assert np.all(np.abs(hard - [20, 20, 20]).max(axis=1) <= 3)  # only at the bifurcation
+    assert len(sampling.hard_places(arteries, np.zeros(0, np.int64))) == 0
+
+
+def test_coarse_background_comes_from_every_pool() -> None:
+    v = synthetic_coarse(0)
+    v.hard = v.vessel[:3]
+    rng = np.random.default_rng(0)
+    centres = [sampling.coarse_sample([v], rng, False, bg_mix=(0.0, 1.0, 0.0, 0.0))[1] for _ in range(5)]
+    assert all(c.sum() == 0 for c in centres)  # hard places lie outside the target
+    x, y = sampling.coarse_sample([v], rng, True)
+    assert x.shape == (1, sampling.COARSE_IN, sampling.COARSE_IN, sampling.COARSE_IN) and y.any()
+
+
+def test_fine_sampling_balances_the_size_classes() -> None:
+    vois = synthetic_fine(0, big=24, n_an=6, n_bg=0)
+    vois.diameters = np.array([2.0, 2.0, 2.0, 2.0, 4.0, 8.0])  # four small aneurysms, one medium, one large
+    crops = [sampling.voi_crop(vois, k, (4, 4, 4), 16)[0] for k in range(6)]
+    assert [sampling.size_class(d) for d in (2.9, 3.0, 5.9, 6.0, 20.0)] == [0, 1, 1, 2, 2]
+
+    def shares(balance: bool) -> np.ndarray:
+        rng = np.random.default_rng(1)
+        counts = np.zeros(3)
+        for _ in range(600):
+            x, _, kind = sampling.sample_fine([vois], rng, 1.0, 16, 2, 0, balance_sizes=balance)
+            k = next(k for k, c in enumerate(crops) if np.array_equal(c, x))  # centred crops: which VOI
+            counts[sampling.size_class(vois.diameters[k])] += 1
+        return counts / counts.sum()
+
+    assert np.all(np.abs(shares(True) - 1 / 3) < 0.07)
+    assert abs(shares(False)[0] - 4 / 6) < 0.07  # uniform over VOIs: the small ones dominate
+
+
+def test_precision_choices() -> None:
+    from AneurysmSegLib.training.precision import Precision, cpu_has_bf16
+
+    cpu = torch.device("cpu")
+    assert Precision.choose("off", cpu).dtype is None and Precision.choose("off", cpu).scaler(cpu) is None
+    assert Precision.choose("auto", cpu).dtype == (torch.bfloat16 if cpu_has_bf16() else None)
+    bf16 = Precision.choose("bf16", cpu)
+    assert bf16.scaler(cpu) is None and bf16.name == "bfloat16"  # gradient scaling only for CUDA float16
+    with bf16.autocast(cpu):
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
+    with pytest.raises(ValueError, match="CUDA"):
+        Precision.choose("fp16", cpu)
+    with pytest.raises(ValueError):
+        Precision.choose("half", cpu)
+
+
+def test_initial_weights_from_the_bundled_models_and_from_checkpoints(tmp_path: Path) -> None:
+    from AneurysmSegLib.core.errors import InputError
+    from AneurysmSegLib.core.manifest import default_model_dir
+    from AneurysmSegLib.core.models import load_models
+    from AneurysmSegLib.training.run import initial_weights
+
+    hp, state = initial_weights(default_model_dir(), "fine")
+    model = SEUNet3D(**hp)
+    model.load_state_dict(state)
+    x = torch.randn(1, hp["in_channels"], 16, 16, 16, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.allclose(model.eval()(x), load_models(default_model_dir(), "cpu").fine(x), atol=1e-5)
+    task = _coarse_task()
+    loop.run(task, loop.LoopConfig(out=tmp_path, epochs=1, steps_per_epoch=1, progress=False), log=lambda s: None)
+    hp_c, state_c = initial_weights(tmp_path / "last.pt", "coarse")
+    assert hp_c["widths"] == list(TINY_WIDTHS) and state_c.keys() == task.model.state_dict().keys()
+    with pytest.raises(InputError, match="coarse network"):
+        initial_weights(tmp_path / "last.pt", "fine")
+    with pytest.raises(InputError):
+        initial_weights(tmp_path / "nothing", "fine")
+
+
+def test_a_missed_aneurysm_gets_the_first_step_that_lost_it() -> None:
+    from AneurysmSegLib.evaluation.misses import REASONS, classify
+
+    base = dict(found=False, roi_voxels=50, peak=0.99, threshold=0.95, diameter_mm=4.0, coarse_mm=0.7,
+                fates=["seed"], seed_on_aneurysm=False, overlaps=False)
+    assert classify(**{**base, "found": True}) == "found"
+    assert classify(**{**base, "roi_voxels": 0}) == "outside the detector region"
+    assert classify(**{**base, "peak": 0.5, "fates": []}) == "below the threshold"
+    assert classify(**{**base, "peak": 0.5, "fates": [], "diameter_mm": 1.2}) == "too small for the coarse grid"
+    assert classify(**{**base, "fates": ["too small"]}) == "too small for the coarse grid"
+    assert classify(**{**base, "fates": ["merged"]}) == "merged with a neighbour"
+    assert classify(**{**base, "fates": ["seed", "over the limit"]}) == "merged with a neighbour"
+    assert classify(**base) == "lost at VOI placement"
+    assert classify(**{**base, "seed_on_aneurysm": True}) == "missed by the fine stage"
+    assert classify(**{**base, "seed_on_aneurysm": True, "overlaps": True}) == "segmented with its vessel"
+    assert {REASONS[r][1] for r in REASONS if r != "found"} == {"network", "pipeline"}
+
+
+def test_fine_tuning_must_beat_the_starting_weights(tmp_path: Path) -> None:
+    task = _coarse_task()
+    start = {k: v.clone() for k, v in task.model.state_dict().items()}
+    task.validate = lambda: {"val_loss": 1.0}  # no epoch is better than the starting weights
+    state = loop.run(task, loop.LoopConfig(out=tmp_path, epochs=2, steps_per_epoch=1, progress=False,
+                                           validate_first=True), log=lambda s: None)
+    assert state["initial_metrics"] == {"val_loss": 1.0} and state["best_epoch"] == -1
+    best = torch.load(tmp_path / "best.pt", weights_only=True)
+    assert all(torch.equal(best["model"][k], v) for k, v in start.items())  # best.pt = the starting weights
+    last = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert any(not torch.equal(last["model"][k], v) for k, v in start.items() if v.is_floating_point())

@@ -13,8 +13,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--models", metavar="DIR", help="model folder with manifest.json (default: the bundled weights)")
     p.add_argument("--out", default="docs/evaluation.md", help="markdown file to write")
     p.add_argument("--tables", default="coarse,fine,whole",
-                   help="comma-separated table names from evaluation.run.TABLES (coarse, fine, whole, ablation, beta, ...); "
-                        "an unknown name is refused with the full list")
+                   help="comma-separated table names from evaluation.run.TABLES (coarse, fine, whole, misses, ablation, "
+                        "beta, ...; misses: why each missed aneurysm was missed, from the same run as whole); an "
+                        "unknown name is refused with the full list")
     p.add_argument("--train-data", nargs="+", metavar="DIR",
                    help="beta/ablation: training folders for the short runs")
     p.add_argument("--budget-minutes", type=float, default=5.0, help="beta/ablation: minutes of training per run")

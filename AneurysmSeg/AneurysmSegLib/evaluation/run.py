@@ -19,6 +19,7 @@ import numpy as np
 
 from ..training.data import CaseRef, find_cases
 from . import metrics
+from .misses import REASONS, explain_case, reason_counts
 from .report import Section, fmt, markdown_table, mean_sd, write_markdown
 from .robustness import robustness_section
 from .tables import (
@@ -31,7 +32,6 @@ from .tables import (
     fine_summary,
     short_fine_run,
     torchscript_predictor,
-    whole_case,
     whole_summary,
 )
 
@@ -69,6 +69,27 @@ class EvaluationContext:
     log: Callable[[str], None]
     models: Any = None  #: core.models.LoadedModels when a table needs them
     _dirs: dict[str, list[Path]] = field(default_factory=dict)
+    _whole: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    def threshold(self) -> float:
+        """The detector threshold of the whole-volume tables: the config's, else the manifest's."""
+        thr = self.config.detection_threshold
+        return float(thr) if thr is not None else float(self.models.detection_threshold)
+
+    def whole(self) -> dict[str, list[dict[str, Any]]]:
+        """The pipeline on every case, once for the whole-volume and the misses tables
+        (:func:`misses.explain_case`)."""
+        if not self._whole:
+            thr = self.threshold()
+            self.log(f"whole volume (detection threshold {thr:g}) ...")
+            for g, refs in self.groups.items():
+                rows = []
+                for i, r in enumerate(refs):
+                    rows.append(explain_case(r, self.models, thr))
+                    self.log(f"whole {g} {i + 1}/{len(refs)}: {rows[-1]['detection']} "
+                             f"{[a['reason'] for a in rows[-1]['aneurysms']]} ({rows[-1]['seconds']:.0f} s)")
+                self._whole[g] = rows
+        return self._whole
 
     def cached(self) -> dict[str, list[Path]]:
         """Cache folders per group (built on first use with the current preprocessing)."""
@@ -140,16 +161,8 @@ def fine_section(ctx: EvaluationContext) -> list[Section]:
 
 
 def whole_section(ctx: EvaluationContext) -> list[Section]:
-    m = ctx.models
-    thr = ctx.config.detection_threshold if ctx.config.detection_threshold is not None else m.detection_threshold
-    ctx.log(f"whole volume (detection threshold {thr:g}) ...")
-    res = {}
-    for g, refs in ctx.groups.items():
-        rows = []
-        for i, r in enumerate(refs):
-            rows.append(whole_case(r, m, thr))
-            ctx.log(f"whole {g} {i + 1}/{len(refs)}: {rows[-1]['detection']} {rows[-1].get('scores', '')}")
-        res[g] = rows
+    thr = ctx.threshold()
+    res = ctx.whole()
     allw = [r for rows in res.values() for r in rows]
     lines = ["## Whole volume (`pipeline.segment`)", "",
              f"Detector threshold {thr:g}. Detection by ADAM's rule on the input grid (label-1 components); DSC, "
@@ -166,6 +179,37 @@ def whole_section(ctx: EvaluationContext) -> list[Section]:
               "Targets: sensitivity >= 0.9, FP/case <= 0.5, DSC >= 0.75, HD95 <= 2 mm. Paper, whole framework on "
               "its external cohort: DSC 0.12, HD 11.61, VS 0.16.", ""]
     return [Section("whole", lines, raw)]
+
+
+def misses_section(ctx: EvaluationContext) -> list[Section]:
+    """Every reference aneurysm the pipeline misses, with the first step that lost it."""
+    from ..preprocess import ROI_MARGIN_MM
+
+    thr = ctx.threshold()
+    res = ctx.whole()
+    groups = {g: [a for r in rows for a in r["aneurysms"]] for g, rows in res.items()}
+    groups["all"] = [a for v in list(groups.values()) for a in v]
+    reasons = list(REASONS)
+    hdr = ["data", "aneurysms"] + reasons
+    trows = [[g, str(len(v))] + [str(reason_counts(v)[r]) for r in reasons] for g, v in groups.items()]
+    lines = ["## Where the missed aneurysms go", "",
+             f"Every reference aneurysm of the whole-volume run (detector threshold {thr:g}), with the first step "
+             f"that lost it (`evaluation/misses.py`): outside the detector region (artery mask + {ROI_MARGIN_MM:g} mm), "
+             f"too small for the {ctx.models.coarse_spacing[0]:g} mm coarse grid (under two voxels across and not "
+             "flagged), below the detector threshold, merged with a neighbour (its seed dropped for a more "
+             "confident one nearby), lost at VOI placement (its component's seed outside the aneurysm), segmented "
+             "with its vessel (one object whose centre lies outside the aneurysm) or missed by the fine stage.", "",
+             markdown_table(hdr, trows), ""]
+    missed = [(g, a) for g, rows in res.items() for r in rows for a in r["aneurysms"] if a["reason"] != "found"]
+    if missed:
+        dhdr = ["data", "case", "aneurysm", "diameter (mm)", "detector region voxels", "peak probability",
+                "nearest seed (mm)", "reason", "step", "whose"]
+        drows = [[g, a["case"], str(a["aneurysm"]), fmt(a["diameter_mm"], 1), str(a["roi_voxels"]),
+                  fmt(a["peak_probability"], 3), fmt(a["nearest_seed_mm"], 1), a["reason"], *REASONS[a["reason"]]]
+                 for g, a in missed]
+        lines += [markdown_table(dhdr, drows), ""]
+    raw = {g: {"counts": reason_counts(v), "aneurysms": v} for g, v in groups.items() if g != "all"}
+    return [Section("misses", lines, raw)]
 
 
 ABLATION = {"baseline": (0.0, 1), "+ dual-channel": (0.0, 2), "+ WDL": (1.0, 1), "both": (1.0, 2)}
@@ -230,6 +274,7 @@ TABLES: dict[str, tuple[Callable[[EvaluationContext], list[Section]], bool]] = {
     "coarse": (coarse_section, True),
     "fine": (fine_section, True),
     "whole": (whole_section, True),
+    "misses": (misses_section, True),
     "robustness": (robustness_section, True),
     "ablation": (lambda ctx: short_run_sections(ctx, [t for t in ctx.config.tables if t in ("ablation", "beta")]), False),
     "beta": (lambda ctx: [] if "ablation" in ctx.config.tables else short_run_sections(ctx, ["beta"]), False),

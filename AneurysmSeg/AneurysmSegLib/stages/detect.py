@@ -235,36 +235,62 @@ def run_detector(model: torch.jit.ScriptModule, volume: np.ndarray, roi: np.ndar
     return prob, len(boxes)
 
 
-def seeds_from_probability(prob: np.ndarray, geometry: Geometry, threshold: float = 0.5,
-                           min_component_mm3: float = MIN_COMPONENT_MM3, merge_distance_mm: float = 6.4,
-                           max_seeds: int = MAX_SEEDS) -> list[Seed]:
-    """Components of ``prob >= threshold`` -> seeds (weighted centre, confidence = max probability).
+@dataclass
+class Candidate:
+    """One component of the thresholded probability and what became of it (for seeds and for the
+    evaluation's account of missed aneurysms)."""
 
-    Ordered by confidence (then position, for determinism); a seed within ``merge_distance_mm`` of a
-    more confident one is dropped (that VOI already covers it).
-    """
+    component: int  #: its label in the component map
+    peak: float  #: maximum probability (the seed's confidence)
+    position_lps: tuple[float, float, float]  #: probability-weighted centre
+    size_mm3: float
+    fate: str  #: "seed", "too small", "merged" (a more confident seed is near) or "over the limit"
+
+
+def seed_candidates(prob: np.ndarray, geometry: Geometry, threshold: float = 0.5,
+                    min_component_mm3: float = MIN_COMPONENT_MM3, merge_distance_mm: float = 6.4,
+                    max_seeds: int = MAX_SEEDS) -> tuple[np.ndarray, list[Candidate]]:
+    """Component map of ``prob >= threshold`` and every component as a :class:`Candidate`, most
+    confident first (then by position, for determinism): components under ``min_component_mm3`` are
+    noise, a candidate within ``merge_distance_mm`` of a more confident seed is merged into it (its VOI
+    covers both), and at most ``max_seeds`` become seeds."""
     mask = prob >= threshold
     labels, n = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
     if n == 0:
-        return []
+        return labels, []
     index = np.arange(1, n + 1)
     voxel_mm3 = float(np.prod(geometry.spacing))
     sizes = ndimage.sum_labels(mask, labels, index) * voxel_mm3
     peaks = ndimage.maximum(prob, labels, index)
     centres = ndimage.center_of_mass(prob, labels, index)
-    candidates = []
-    for size, peak, centre in zip(sizes, peaks, centres):
-        if size < min_component_mm3:
-            continue
+    out = []
+    for comp, size, peak, centre in zip(index, sizes, peaks, centres):
         lps = geometry.index_to_lps(np.asarray(centre, dtype=float)[::-1])
-        candidates.append((float(peak), tuple(float(v) for v in lps)))
-    candidates.sort(key=lambda c: (-c[0], c[1]))
-    kept: list[Seed] = []
-    for peak, lps in candidates:
-        if all(np.linalg.norm(np.subtract(lps, k.position_lps)) >= merge_distance_mm for k in kept):
-            kept.append(Seed(position_lps=lps, confidence=peak, source="detector"))  # type: ignore[arg-type]
-        if len(kept) >= max_seeds:
-            break
+        out.append(Candidate(int(comp), float(peak), tuple(float(v) for v in lps), float(size),  # type: ignore[arg-type]
+                             "too small" if size < min_component_mm3 else ""))
+    out.sort(key=lambda c: (-c.peak, c.position_lps))
+    seeds: list[Candidate] = []
+    for c in out:
+        if c.fate:
+            continue
+        if any(np.linalg.norm(np.subtract(c.position_lps, k.position_lps)) < merge_distance_mm for k in seeds):
+            c.fate = "merged"
+        elif len(seeds) >= max_seeds:
+            c.fate = "over the limit"
+        else:
+            c.fate = "seed"
+            seeds.append(c)
+    return labels, out
+
+
+def seeds_from_probability(prob: np.ndarray, geometry: Geometry, threshold: float = 0.5,
+                           min_component_mm3: float = MIN_COMPONENT_MM3, merge_distance_mm: float = 6.4,
+                           max_seeds: int = MAX_SEEDS) -> list[Seed]:
+    """Components of ``prob >= threshold`` -> seeds (weighted centre, confidence = max probability),
+    labelled D1, D2, ... by confidence (:func:`seed_candidates`)."""
+    _, candidates = seed_candidates(prob, geometry, threshold, min_component_mm3, merge_distance_mm, max_seeds)
+    kept = [Seed(position_lps=c.position_lps, confidence=c.peak, source="detector")
+            for c in candidates if c.fate == "seed"]
     for i, seed in enumerate(kept, start=1):
         seed.label = f"D{i}"
     return kept
