@@ -3,7 +3,8 @@
 ``segment`` takes plain data (an :class:`Image` and loaded models) and returns plain data (a
 :class:`SegmentationResult`): preprocessing -> coarse detection over the vessel region -> seeds
 (detected, given, or both) -> fine segmentation of one VOI per seed -> masks pasted back into the
-input geometry -> measurements. It writes nothing anywhere; front ends decide what to save.
+input geometry -> measurements (size, neck, dome, ratios, irregularity, site). It writes nothing
+anywhere; front ends decide what to save.
 
 A user correction ("refine from seeds") is the same call with ``seeds`` and ``detect=False`` and,
 to skip recomputing it, the ``preprocessed`` scan of the earlier run: only the fine stage runs.
@@ -23,6 +24,7 @@ from ..preprocess import Preprocessed, preprocess
 from ..stages import detect as detect_stage
 from ..stages import refine as refine_stage
 from ..stages.measure import measure_labels
+from ..stages.morphology import describe_aneurysms
 from .errors import Cancelled, InputError, InputWarning
 from .geometry import Image
 from .models import LoadedModels
@@ -183,6 +185,7 @@ def _segment(image: Image, models: LoadedModels, given: list[Seed], detect: bool
 
     t = time.perf_counter()
     aneurysms = measure_labels(refined.labels, image.geometry, refined.seeds, refined.confidences)
+    describe_aneurysms(refined.labels, image.geometry, aneurysms, pre)
     timings["measure"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t_start
     prog.stage("measurements")(1.0)

@@ -39,6 +39,69 @@ class Seed:
 
 
 @dataclass
+class Morphology:
+    """What a neuroradiologist reports per aneurysm (definitions and method: ``stages/morphology.py``).
+
+    Lengths in mm, areas in mm^2, positions and directions in LPS. None: not measurable (no contact with
+    an artery was found, so there is no neck and nothing measured from it). ``site``/``site_group``/
+    ``side`` are empty when the artery tree gave no landmark.
+    """
+
+    phases_size_bin: str = ""
+    neck_width_mm: float | None = None
+    ostium_area_mm2: float | None = None
+    dome_height_mm: float | None = None
+    dome_width_mm: float | None = None
+    aspect_ratio: float | None = None
+    dome_to_neck_ratio: float | None = None
+    bottleneck_factor: float | None = None
+    parent_diameter_mm: float | None = None
+    size_ratio: float | None = None
+    nonsphericity_index: float | None = None
+    undulation_index: float | None = None
+    site: str = ""  #: e.g. "MCA bifurcation"
+    site_group: str = ""  #: PHASES: ICA, MCA, ACA/AComm/PComm, posterior
+    side: str = ""  #: "left", "right", "" (midline)
+    neck_centre_lps: tuple[float, float, float] | None = None
+    neck_normal_lps: tuple[float, float, float] | None = None  #: unit, pointing into the sac
+    neck_curve_lps: list[tuple[float, float, float]] = field(default_factory=list)  #: closed outline of the neck
+
+    @property
+    def location(self) -> str:
+        """"right MCA bifurcation"; "" when the site is unknown."""
+        return f"{self.side} {self.site}".strip()
+
+    def as_row(self) -> dict[str, Any]:
+        """Flat scalar columns for a table (the neck outline is left out; centre and normal as x/y/z)."""
+        row: dict[str, Any] = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.name == "neck_curve_lps":
+                continue
+            if f.name in ("neck_centre_lps", "neck_normal_lps"):
+                for axis, x in zip("xyz", v if v is not None else (None, None, None)):
+                    row[f"{f.name}_{axis}"] = x
+            else:
+                row[f.name] = v
+        row["location"] = self.location
+        return row
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Morphology":
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name not in data:
+                continue
+            v = data[f.name]
+            if f.name == "neck_curve_lps":
+                v = [tuple(float(c) for c in p) for p in v]
+            elif isinstance(v, list):
+                v = tuple(v)
+            values[f.name] = v
+        return cls(**values)
+
+
+@dataclass
 class Aneurysm:
     """One segmented aneurysm: its label value in ``SegmentationResult.labels`` and measurements."""
 
@@ -50,6 +113,13 @@ class Aneurysm:
     max_diameter_mm: float
     confidence: float
     voxel_count: int
+    morphology: Morphology | None = None  #: neck, dome, ratios, irregularity, site (stages/morphology.py)
+
+    @property
+    def name(self) -> str:
+        """"Aneurysm 1 - right MCA bifurcation" (the site when it is known)."""
+        where = self.morphology.location if self.morphology is not None else ""
+        return f"Aneurysm {self.id}" + (f" - {where}" if where else "")
 
     @property
     def centroid_ras(self) -> tuple[float, float, float]:
@@ -69,7 +139,12 @@ class Aneurysm:
             if f.name not in data:
                 continue
             v = data[f.name]
-            values[f.name] = Seed.from_dict(v) if f.name == "seed" else tuple(v) if isinstance(v, list) else v
+            if f.name == "seed":
+                values[f.name] = Seed.from_dict(v)
+            elif f.name == "morphology":
+                values[f.name] = Morphology.from_dict(v) if v is not None else None
+            else:
+                values[f.name] = tuple(v) if isinstance(v, list) else v
         return cls(**values)
 
 

@@ -20,6 +20,7 @@ import numpy as np
 from ..training.data import CaseRef, find_cases
 from . import metrics
 from .misses import REASONS, explain_case, reason_counts
+from .morphology import morphology_section
 from .report import Section, fmt, markdown_table, mean_sd, write_markdown
 from .robustness import robustness_section
 from .tables import (
@@ -276,6 +277,7 @@ TABLES: dict[str, tuple[Callable[[EvaluationContext], list[Section]], bool]] = {
     "whole": (whole_section, True),
     "misses": (misses_section, True),
     "robustness": (robustness_section, True),
+    "morphology": (morphology_section, True),
     "ablation": (lambda ctx: short_run_sections(ctx, [t for t in ctx.config.tables if t in ("ablation", "beta")]), False),
     "beta": (lambda ctx: [] if "ablation" in ctx.config.tables else short_run_sections(ctx, ["beta"]), False),
 }

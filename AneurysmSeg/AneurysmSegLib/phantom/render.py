@@ -17,7 +17,8 @@ centre and maximum radius in millimetres, as ADAM's evaluation compares it with 
 plus ``vessels.nii.gz`` (arterial tube union; sacs, veins and micro-vessels excluded; arteries below
 a voxel's width drawn one voxel wide), ``vessels_visible.nii.gz`` (its voxels whose rendered signal
 stands VISIBLE_SIGMAS noise sigmas above the tissue: what an artery extraction can be asked to find)
-and ``params.json`` (:class:`params.PhantomParams`). :mod:`kinds` turns cases into the input kinds of
+and ``params.json`` (:class:`params.PhantomParams`; per aneurysm also its morphology truth: neck plane,
+width and ostium area, dome height, maximum diameter, parent artery radius, from :mod:`.truth`). :mod:`kinds` turns cases into the input kinds of
 real scans, :mod:`randomise` draws domain-randomised training cases.
 """
 
@@ -49,6 +50,7 @@ from .anatomy import (
 )
 from .params import SCANNERS, PhantomParams, write_params
 from .raster import TubeRaster, ellipsoid_sd
+from .truth import aneurysm_truth
 
 DEFAULT_SHAPE_XYZ = (256, 256, 96)
 VISIBLE_SIGMAS = 3.0  # a vessel voxel is visible when its excess signal exceeds this many noise sigmas
@@ -477,6 +479,7 @@ class _Renderer:
             if len(zyx):  # one ADAM location per aneurysm, even when the parent vessel splits its label
                 (treated if spec.treated else locations).append(self.location(zyx))
         del het, ids
+        truths = [self.truth(spec, site, tubes) for spec, site in zip(specs, sites)]
         # partial volume: occupancy of the lumen (vessels and sacs) blends lumen and tissue signal
         occ = np.minimum(tubes.sd, sd_an, out=sd_an)
         occ *= np.float32(-1.0 / self.h)
@@ -491,7 +494,8 @@ class _Renderer:
         # the sidewall/bifurcation type follows from the site's name (anatomy.site_type): not repeated here
         p.aneurysms = [{"site": s.site, "diameter_mm": round(s.diameter_mm, 2), "treated": s.treated,
                         "kind": s.extra["kind"], "signal_loss": round(s.signal_loss, 3),
-                        **({"neck": s.extra["neck"]} if "neck" in s.extra else {})} for s in specs]
+                        **({"neck": s.extra["neck"]} if "neck" in s.extra else {}), **t}
+                       for s, t in zip(specs, truths)]
         p.variants = tree.variants
         return PhantomCase(image=Image(img, self.geometry, f"phantom seed {self.seed}"), vessels=vessel_mask.astype(np.uint8),
                            aneurysms=labels, locations=locations, geometry=self.geometry, params=p,
@@ -537,6 +541,15 @@ class _Renderer:
             val = np.float32(self.p.contrast) * parent * (1 - loss)
         bright[zz[nearer], yy[nearer], xx[nearer]] = val[nearer]
         return np.stack([zz[in_sac], yy[in_sac], xx[in_sac]], axis=1)
+
+    def truth(self, spec: AneurysmSpec, site: Site, tubes: TubeRaster) -> dict[str, Any]:
+        """Morphology ground truth of one aneurysm (:mod:`.truth`): neck, dome height, maximum
+        diameter, and the parent artery's radius at the site."""
+        lobes = [(self.to_grid(lb.centre)[0], self.A.T @ lb.rotation, lb.semi_axes) for lb in spec.lobes]
+        out = aneurysm_truth(lobes, tubes.sd, self.spacing, lambda q: self.geometry.index_to_lps(q / self.spacing),
+                             self.geometry.direction_matrix, self.to_grid(site.point)[0])
+        out["parent_radius_mm"] = round(float(site.parent_radius), 3)
+        return out
 
     def scanner_effects(self, img: np.ndarray, outside: np.ndarray, excess: np.ndarray,
                         vessels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -1,1 +1,2 @@
-"""The pipeline's stages after preprocessing: detect (coarse), refine (fine), measure."""
+"""The pipeline's stages after preprocessing: detect (coarse), refine (fine), measure, morphology (neck,
+dome, ratios, irregularity) and location (site)."""

@@ -1,0 +1,143 @@
+"""Where an aneurysm sits: the parent artery site with its PHASES group, the finer name, and the side.
+
+No vessel labelling is needed: positions are taken relative to one landmark of the detected artery
+tree, the centroid of its thick trunks (inscribed radius >= ``THICK_MM`` over at least
+``TRUNK_MIN_LENGTH_MM`` and no thicker than ``TRUNK_MAX_MM``: the internal carotids and the vertebrobasilar trunk, which every TOF-MRA slab
+of the circle of Willis contains and which keep their place when communicating arteries are absent or
+hypoplastic). Left-right comes from the side of that
+centroid, in the image's LPS frame. A small Gaussian classifier (one diagonal Gaussian per site, with
+the site's frequency as prior) on the neck centre's offset (|left-right|, anterior-posterior,
+inferior-superior, in mm) names the site; it is fitted on phantom cases whose generator knows each
+aneurysm's site (:func:`fit_sites`, table in :mod:`.site_table`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+from scipy import ndimage
+
+from ..core.geometry import Geometry
+
+THICK_MM = 1.4  #: inscribed radius (mm) above which an artery counts as a trunk (ICA, basilar, vertebral)
+#: a trunk is long: thick parts shorter than this (bounding-box diagonal) are blobs, e.g. a large
+#: aneurysm the artery mask took in, which would pull the landmark towards itself
+TRUNK_MIN_LENGTH_MM = 10.0
+#: nor is a trunk thicker than this (inscribed radius, mm; carotids are at most about 2.7): thicker
+#: parts, with a margin of this radius around them, are large aneurysms or venous sinuses that the
+#: intensity-based artery mask kept
+TRUNK_MAX_MM = 3.0
+MIDLINE_MM = 3.0  #: within this distance of the midline a lateral site has no reliable side
+ACA = "ACA/AComm/PComm"
+
+#: generator site key -> (name radiologists use, PHASES site group, lateral?)
+SITES: dict[str, tuple[str, str, bool]] = {
+    "AcomA": ("AComm", ACA, False),
+    "BA_tip": ("basilar tip", "posterior", False),
+    "Pericallosal": ("pericallosal", ACA, True),
+    "bend_A2": ("A2", ACA, True),
+    "MCA_bif": ("MCA bifurcation", "MCA", True),
+    "bend_M1": ("MCA M1", "MCA", True),
+    "ICA_term": ("ICA terminus", "ICA", True),
+    "ICA_PcomA": ("ICA-PComm", ACA, True),
+    "bend_ICA": ("ICA siphon", "ICA", True),
+}
+
+
+@dataclass(frozen=True)
+class Location:
+    key: str  #: site key (generator name without side)
+    site: str  #: fine name, e.g. "MCA bifurcation"
+    group: str  #: PHASES site group: ICA, MCA, ACA/AComm/PComm, posterior
+    side: str  #: "left", "right" or "" (midline sites)
+
+    @property
+    def label(self) -> str:
+        """"right MCA bifurcation", "AComm"."""
+        return f"{self.side} {self.site}".strip()
+
+
+def split_site(name: str) -> tuple[str, str]:
+    """Generator site name -> (key, side): "MCA_bif_L" -> ("MCA_bif", "left")."""
+    for suffix, side in (("_L", "left"), ("_R", "right")):
+        if name.endswith(suffix):
+            return name[: -len(suffix)], side
+    return name, ""
+
+
+def location_of(key: str, side: str) -> Location:
+    site, group, lateral = SITES.get(key, (key, "", True))
+    return Location(key, site, group, side if lateral else "")
+
+
+def trunk_origin(arteries: np.ndarray, geometry: Geometry, thick_mm: float = THICK_MM) -> np.ndarray | None:
+    """LPS centroid of the artery voxels at least ``thick_mm`` from the wall (None without trunks)."""
+    arteries = np.asarray(arteries, dtype=bool)
+    if not arteries.any():
+        return None
+    edt = ndimage.distance_transform_edt(arteries, sampling=geometry.spacing_zyx)
+    sp = np.asarray(geometry.spacing_zyx)
+    thick = edt >= thick_mm
+    too_thick = edt > TRUNK_MAX_MM
+    if too_thick.any():  # the blob around each too-thick core goes, the trunks it touches stay
+        reach = np.ceil((TRUNK_MAX_MM + sp.max()) / sp).astype(int)
+        grid = np.ogrid[tuple(slice(-r, r + 1) for r in reach)]
+        ball = sum((g * s) ** 2 for g, s in zip(grid, sp)) <= (TRUNK_MAX_MM + sp.max()) ** 2
+        thick &= ~ndimage.binary_dilation(too_thick, structure=ball)
+    parts, n = ndimage.label(thick, structure=np.ones((3, 3, 3)))
+    keep = np.zeros(n + 1, dtype=bool)
+    for k, box in enumerate(ndimage.find_objects(parts), start=1):
+        extent = np.array([s.stop - s.start - 1 for s in box]) * sp
+        keep[k] = float(np.linalg.norm(extent)) >= TRUNK_MIN_LENGTH_MM
+    idx = np.argwhere(keep[parts])
+    if len(idx) < 10:
+        return None
+    return geometry.index_to_lps(idx[:, ::-1].mean(axis=0))
+
+
+def site_features(point_lps: Sequence[float], origin_lps: Sequence[float]) -> tuple[np.ndarray, str]:
+    """(|L-R offset|, A-P offset, I-S offset) of a point from the trunk origin, and its side."""
+    d = np.asarray(point_lps, dtype=float) - np.asarray(origin_lps, dtype=float)
+    side = "left" if d[0] > MIDLINE_MM else "right" if d[0] < -MIDLINE_MM else ""
+    return np.array([abs(d[0]), d[1], d[2]]), side
+
+
+def fit_sites(samples: Iterable[tuple[str, Sequence[float]]], min_sd_mm: float = 2.0) -> dict[str, dict]:
+    """Per site key: mean and SD of the features and the share of samples (the prior)."""
+    by_key: dict[str, list[np.ndarray]] = {}
+    for key, feat in samples:
+        by_key.setdefault(key, []).append(np.asarray(feat, dtype=float))
+    total = sum(len(v) for v in by_key.values())
+    table = {}
+    for key, feats in sorted(by_key.items()):
+        f = np.stack(feats)
+        sd = f.std(axis=0, ddof=1) if len(f) > 2 else np.full(3, 2 * min_sd_mm)
+        table[key] = {"mean": [round(float(v), 2) for v in f.mean(axis=0)],
+                      "sd": [round(float(v), 2) for v in np.maximum(sd, min_sd_mm)],
+                      "prior": round(len(f) / total, 4), "n": len(f)}
+    return table
+
+
+def classify_site(features: np.ndarray, table: Mapping[str, Mapping]) -> str:
+    """The site key with the highest posterior under the fitted diagonal Gaussians."""
+    best, best_score = "", -math.inf
+    for key, t in table.items():
+        mean, sd = np.asarray(t["mean"]), np.asarray(t["sd"])
+        score = math.log(t["prior"]) - float(np.sum(np.log(sd) + 0.5 * ((features - mean) / sd) ** 2))
+        if score > best_score:
+            best, best_score = key, score
+    return best
+
+
+def locate(point_lps: Sequence[float], origin_lps: Sequence[float] | None,
+           table: Mapping[str, Mapping] | None = None) -> Location | None:
+    """Site of an aneurysm whose neck (or centroid) is at ``point_lps``; None without a trunk origin."""
+    if origin_lps is None:
+        return None
+    if table is None:
+        from .site_table import SITE_TABLE as table
+    feats, side = site_features(point_lps, origin_lps)
+    return location_of(classify_site(feats, table), side)

@@ -1,0 +1,96 @@
+"""Fit the site classifier (stages/site_table.py) on phantom cases whose generator recorded each site.
+
+    aneurysmseg phantom work-data/sites --cases 30 --seed 11 --shape 288 288 96
+    .venv/bin/python benchmarks/fit_site_table.py work-data/sites [more folders] [--write]
+
+For every case: the pipeline's preprocessing (the same coarse artery tree the pipeline sees), its
+trunk origin (stages/location.trunk_origin), and per untreated aneurysm of params.json its true site and
+true neck centre (the tree is cached per case as coarse_arteries.npz). Prints the leave-one-case-out accuracy (site group, fine site with side, side) and,
+with --write, rewrites AneurysmSeg/AneurysmSegLib/stages/site_table.py with the table fitted on all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pprint
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "AneurysmSeg"))
+
+import numpy as np  # noqa: E402
+
+from AneurysmSegLib.core.geometry import Geometry  # noqa: E402
+from AneurysmSegLib.io.images import read_image  # noqa: E402
+from AneurysmSegLib.preprocess import preprocess  # noqa: E402
+from AneurysmSegLib.stages import location as L  # noqa: E402
+
+TABLE = ROOT / "AneurysmSeg" / "AneurysmSegLib" / "stages" / "site_table.py"
+
+
+def coarse_arteries(case: Path) -> tuple[np.ndarray, Geometry]:
+    """The preprocessing's coarse artery tree of a case, cached as coarse_arteries.npz in its folder."""
+    cached = case / "coarse_arteries.npz"
+    if cached.exists():
+        z = np.load(cached)
+        return z["mask"], Geometry(tuple(z["spacing"]), tuple(z["origin"]), tuple(z["direction"]))
+    pre = preprocess(read_image(case / "orig" / "TOF.nii.gz"))
+    g = pre.coarse.geometry
+    np.savez_compressed(cached, mask=pre.coarse_arteries, spacing=g.spacing, origin=g.origin, direction=g.direction)
+    return pre.coarse_arteries, g
+
+
+def samples(folders: list[str]) -> list[tuple[str, str, str, object, str]]:
+    out = []
+    for d in folders:
+        for case in sorted(Path(d).glob("*/params.json")):
+            truth = [a for a in json.loads(case.read_text())["aneurysms"]
+                     if not a.get("treated") and "neck_centre_lps" in a]
+            if not truth:
+                continue
+            origin = L.trunk_origin(*coarse_arteries(case.parent))
+            if origin is None:
+                print(f"{case.parent}: no trunk found", file=sys.stderr)
+                continue
+            for a in truth:
+                key, side = L.split_site(a["site"])
+                feats, found_side = L.site_features(a["neck_centre_lps"], origin)
+                out.append((f"{d}/{case.parent.name}", key, side, feats, found_side))
+            print(f"{case.parent}: {len(truth)} aneurysms", file=sys.stderr, flush=True)
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("data", nargs="+")
+    ap.add_argument("--write", action="store_true", help=f"rewrite {TABLE.relative_to(ROOT)}")
+    args = ap.parse_args()
+    rows = samples(args.data)
+    group = fine = side = 0
+    for case in sorted({r[0] for r in rows}):
+        table = L.fit_sites([(k, f) for c, k, s, f, fs in rows if c != case])
+        for c, k, s, f, fs in rows:
+            if c == case:
+                pred, true = L.location_of(L.classify_site(f, table), fs), L.location_of(k, s)
+                group += pred.group == true.group
+                fine += pred.site == true.site and pred.side == true.side
+                side += pred.side == true.side
+    n = max(len(rows), 1)
+    print(f"{len(rows)} aneurysms, leave-one-case-out: site group {group / n:.2f}, fine site {fine / n:.2f}, "
+          f"side {side / n:.2f}")
+    table = L.fit_sites([(k, f) for c, k, s, f, fs in rows])
+    if args.write:
+        TABLE.write_text(
+            '"""Site classifier table (per site: mean and SD of |L-R|, A-P, I-S offsets from the trunk origin in\n'
+            'mm, prior = share of samples), fitted by benchmarks/fit_site_table.py on\n'
+            f'{", ".join(args.data)} ({len(rows)} aneurysms; leave-one-case-out: site group {group / n:.2f}, '
+            f'fine site {fine / n:.2f}, side {side / n:.2f})."""\n\n'
+            "SITE_TABLE = " + pprint.pformat(table, width=110, sort_dicts=True) + "\n", encoding="utf-8")
+        print(f"wrote {TABLE}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
