@@ -21,8 +21,9 @@ RELEASE_TAGS = ("v5.8.1", "v5.10.0")
 SLICER_API: dict[str, frozenset[str]] = {
     "vtkMRMLNode": frozenset({
         "GetID", "GetName", "SetName", "GetScene", "GetAttribute", "SetAttribute", "StartModify", "EndModify",
-        "GetNodeReference", "SetNodeReferenceID"}),
-    "vtkMRMLScene": frozenset({"AddNewNodeByClass", "GetFirstNodeByClass", "GetNodesByClass", "Clear"}),
+        "GetNodeReference", "SetNodeReferenceID", "SetDescription", "AddNodeReferenceID", "GetNthNodeReference",
+        "GetNumberOfNodeReferences", "RemoveNodeReferenceIDs"}),
+    "vtkMRMLScene": frozenset({"AddNewNodeByClass", "GetFirstNodeByClass", "GetNodesByClass", "Clear", "RemoveNode"}),
     "vtkMRMLDisplayableNode": frozenset({"CreateDefaultDisplayNodes", "GetDisplayNode"}),
     "vtkMRMLTransformableNode": frozenset({"GetTransformNodeID", "SetAndObserveTransformNodeID",
                                            "GetParentTransformNode"}),
@@ -34,7 +35,7 @@ SLICER_API: dict[str, frozenset[str]] = {
     "vtkMRMLSegmentationDisplayNode": frozenset({"SetPreferredDisplayRepresentationName3D"}),
     "vtkSegmentation": frozenset({"AddEmptySegment", "GetSegment", "GetNthSegment", "GetNthSegmentID",
                                   "GetNumberOfSegments", "RemoveSegment"}),
-    "vtkSegment": frozenset({"SetTag", "GetTag", "GetTerminologyEntryTagName"}),
+    "vtkSegment": frozenset({"SetTag", "GetTag", "GetTerminologyEntryTagName", "GetName", "GetColor"}),
     "vtkOrientedImageData": frozenset({"SetImageToWorldMatrix"}),
     "vtkSlicerSegmentationsModuleLogic": frozenset({
         "SetBinaryLabelmapToSegment", "ExportSegmentsClosedSurfaceRepresentationToFiles"}),
@@ -43,8 +44,9 @@ SLICER_API: dict[str, frozenset[str]] = {
         "GetNthControlPointLabel", "SetNthControlPointLabel", "GetNthControlPointDescription",
         "SetNthControlPointDescription", "GetNthControlPointPosition", "GetNthControlPointPositionWorld",
         "GetNthControlPointPositionStatus", "RemoveNthControlPoint", "SetControlPointLabelFormat",
-        "GetLastUsedControlPointNumber", "SetLastUsedControlPointNumber"}),
-    "vtkMRMLMarkupsDisplayNode": frozenset({"SetGlyphScale"}),
+        "GetLastUsedControlPointNumber", "SetLastUsedControlPointNumber", "SetLocked"}),
+    "vtkMRMLMarkupsDisplayNode": frozenset({"SetGlyphScale", "SetPointLabelsVisibility", "SetPropertiesLabelVisibility",
+                                            "SetFillVisibility"}),
     "vtkMRMLTableNode": frozenset({
         "GetTable", "RemoveAllColumns", "SetColumnUnitLabel", "SetColumnDescription",
         "SetUseColumnTitleAsColumnHeader", "SetLocked", "GetNumberOfRows", "GetCellText", "GetColumnIndex"}),

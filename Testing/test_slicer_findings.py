@@ -13,7 +13,7 @@ import vtk
 
 from AneurysmSegLib.core.errors import InputError
 from AneurysmSegLib.core.geometry import lps_to_ras
-from AneurysmSegLib.core.result import Seed, SegmentationResult
+from AneurysmSegLib.core.result import Morphology, Seed, SegmentationResult
 from AneurysmSegLib.core.terminology import aneurysm_terminology
 from AneurysmSegLib.stages.measure import measure_labels
 from AneurysmSegLib.slicer import findings, runners, scene
@@ -216,6 +216,36 @@ def test_extra_columns_are_one_spec_each(app, case):
     extra = findings.Column("Voxels", "vtkIntArray", "", "voxel count", lambda row: row.finding.aneurysm.voxel_count)
     findings.updateFindingsTable(table, segmentation, seeds, findings.FINDING_COLUMNS + [extra])
     assert int(table.GetCellText(0, table.GetColumnIndex("Voxels"))) == int((labels == 1).sum())
+
+
+def test_morphology_names_columns_and_neck_curves(app, case):
+    node, labels, centres, geometry = case
+    result = resultFromLabels(labels, geometry, centres)
+    curve = [tuple(centres[0] + 1.5 * np.array([np.cos(a), np.sin(a), 0.0]))
+             for a in np.linspace(0, 2 * np.pi, 8, endpoint=False)]
+    result.aneurysms[0].morphology = Morphology(
+        phases_size_bin="<7 mm", neck_width_mm=3.0, dome_height_mm=4.2, aspect_ratio=1.4, size_ratio=2.1,
+        site="MCA bifurcation", site_group="MCA", side="right", neck_curve_lps=curve)
+    segmentation, seeds, table = scene.updateResultNodes(node, result)
+    names = [segmentation.GetSegmentation().GetSegment(i).GetName() for i in segmentIds(segmentation)]
+    assert names == ["Aneurysm 1 - right MCA bifurcation", "Aneurysm 2"]
+    column = table.GetColumnIndex
+    assert table.GetCellText(0, column("Location")) == "right MCA bifurcation"
+    assert table.GetCellText(0, column("Site group")) == "MCA" and table.GetCellText(0, column("Size group")) == "<7 mm"
+    assert float(table.GetCellText(0, column("Neck width"))) == pytest.approx(3.0)
+    assert float(table.GetCellText(0, column("Aspect ratio"))) == pytest.approx(1.4)
+    assert np.isnan(float(table.GetCellText(1, column("Neck width"))))  # not measured: NaN, not 0
+    assert table.GetColumnUnitLabel("Dome height") == "mm"
+    necks = findings.neckCurves(segmentation)
+    assert len(necks) == 1 and necks[0].IsA("vtkMRMLMarkupsClosedCurveNode")
+    assert necks[0].GetName() == "Aneurysm 1 - right MCA bifurcation neck" and necks[0].GetNumberOfControlPoints() == 8
+    ras = [0.0, 0.0, 0.0]
+    necks[0].GetNthControlPointPosition(3, ras)
+    np.testing.assert_allclose(ras, lps_to_ras(curve[3]), atol=1e-6)
+    # rejecting the finding takes its neck away; a run without necks leaves none behind
+    findings.reject(node, seeds.GetNthControlPointID(0))
+    assert findings.neckCurves(segmentation) == []
+    assert app.scene.GetNodesByClass("vtkMRMLMarkupsClosedCurveNode").GetNumberOfItems() == 0
 
 
 def test_reject_removes_and_stays_rejected(app, case):

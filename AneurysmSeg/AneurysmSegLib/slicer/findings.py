@@ -25,6 +25,7 @@ import vtk
 from vtk.util import numpy_support
 
 from ..core.errors import InputError
+from ..core.geometry import lps_to_ras
 from ..core.result import Aneurysm, SegmentationResult
 from ..core.terminology import aneurysm_terminology, location_of, segment_color
 from . import scene
@@ -219,7 +220,9 @@ def _writeFinding(segmentationNode, volumeNode, point: SeedPoint, aneurysm: Aneu
     match = scene.SEED_NUMBER.match(point.label)
     number = int(match.group(1)) if match else 0
     # "Aneurysm N" belongs to seed SN; names, colours and codes as in every exported file (core.terminology)
-    segmentation.AddEmptySegment(segmentId, f"Aneurysm {number or point.label}", segment_color(max(number - 1, 0)))
+    where = aneurysm.morphology.location if aneurysm.morphology is not None else ""
+    name = f"Aneurysm {number or point.label}" + (f" - {where}" if where else "")  # "Aneurysm 1 - right MCA bifurcation"
+    segmentation.AddEmptySegment(segmentId, name, segment_color(max(number - 1, 0)))
     segment = segmentation.GetSegment(segmentId)
     # vtkSegment.SetTerminology exists only from Slicer 5.10: set the tag it sets
     segment.SetTag(segment.GetTerminologyEntryTagName(), aneurysm_terminology(*location_of(aneurysm)).slicer_entry())
@@ -427,6 +430,18 @@ def _centroid(axis: int) -> Callable[[TableRow], float]:
     return lambda row: float(row.finding.aneurysm.centroid_ras[axis]) if row.finding.aneurysm is not None else float("nan")
 
 
+def _morphology(name: str) -> Callable[[TableRow], Any]:
+    """A :class:`core.result.Morphology` field: numbers (NaN when not measured) or text ("" if unknown)."""
+    text = name in ("location", "site_group", "phases_size_bin")
+
+    def value(row: TableRow) -> Any:
+        m = row.finding.aneurysm.morphology if row.finding.aneurysm is not None else None
+        v = getattr(m, name, None) if m is not None else None
+        return (v or "") if text else (float("nan") if v is None else float(v))
+
+    return value
+
+
 #: The findings table, one row per finding. Extend it by appending a Column (e.g. morphology).
 FINDING_COLUMNS: list[Column] = [
     Column("Finding", "vtkStringArray", "", "the finding's seed (S1, S2, ... in the seeds list)", lambda r: r.seed.label),
@@ -440,6 +455,28 @@ FINDING_COLUMNS: list[Column] = [
     Column("Centroid R", "vtkDoubleArray", "mm", "centre of mass, RAS", _centroid(0)),
     Column("Centroid A", "vtkDoubleArray", "mm", "centre of mass, RAS", _centroid(1)),
     Column("Centroid S", "vtkDoubleArray", "mm", "centre of mass, RAS", _centroid(2)),
+    # what a neuroradiologist reports (stages/morphology.py); NaN where no neck was found
+    Column("Location", "vtkStringArray", "", "parent artery site and side", _morphology("location")),
+    Column("Site group", "vtkStringArray", "", "PHASES site group: ICA, MCA, ACA/AComm/PComm, posterior",
+           _morphology("site_group")),
+    Column("Size group", "vtkStringArray", "mm", "PHASES size group of the maximum diameter",
+           _morphology("phases_size_bin")),
+    Column("Neck width", "vtkDoubleArray", "mm", "largest diameter of the neck (ostium)", _morphology("neck_width_mm")),
+    Column("Dome height", "vtkDoubleArray", "mm", "largest distance of the dome from the neck plane",
+           _morphology("dome_height_mm")),
+    Column("Dome width", "vtkDoubleArray", "mm", "largest diameter parallel to the neck plane",
+           _morphology("dome_width_mm")),
+    Column("Aspect ratio", "vtkDoubleArray", "", "dome height / neck width (> 1.6: a UIATS risk factor)",
+           _morphology("aspect_ratio")),
+    Column("Dome-to-neck", "vtkDoubleArray", "", "maximum diameter / neck width", _morphology("dome_to_neck_ratio")),
+    Column("Bottleneck", "vtkDoubleArray", "", "dome width / neck width", _morphology("bottleneck_factor")),
+    Column("Parent diameter", "vtkDoubleArray", "mm", "parent artery diameter near the neck",
+           _morphology("parent_diameter_mm")),
+    Column("Size ratio", "vtkDoubleArray", "", "maximum diameter / parent artery diameter (> 3: rupture risk)",
+           _morphology("size_ratio")),
+    Column("NSI", "vtkDoubleArray", "", "non-sphericity index (0: hemisphere)", _morphology("nonsphericity_index")),
+    Column("UI", "vtkDoubleArray", "", "undulation index: 1 - volume / convex hull volume",
+           _morphology("undulation_index")),
 ]
 
 #: Table node attribute: JSON list of the seed (control point) ID of each row, for click-to-jump.
@@ -477,6 +514,59 @@ def updateFindingsTable(tableNode, segmentationNode, seedsNode, columns: Sequenc
     finally:
         tableNode.EndModify(wasModifying)
     table.Modified()
+    updateNeckCurves(segmentationNode, seedsNode)
+
+
+# ----------------------------------------------------------------------------------------- necks
+
+#: Segmentation node reference role of the neck curves (one per finding with a neck).
+NECK_REFERENCE_ROLE = "AneurysmSeg.neck"
+
+
+def neckCurves(segmentationNode) -> list:
+    """The neck curves (vtkMRMLMarkupsClosedCurveNode) shown for ``segmentationNode``'s findings."""
+    if segmentationNode is None:
+        return []
+    return [segmentationNode.GetNthNodeReference(NECK_REFERENCE_ROLE, i)
+            for i in range(segmentationNode.GetNumberOfNodeReferences(NECK_REFERENCE_ROLE))]
+
+
+def updateNeckCurves(segmentationNode, seedsNode) -> list:
+    """Redraw the necks from the findings: one locked closed curve per finding whose neck was found
+    (RAS, in the segmentation's frame), coloured like its segment; shown in the slice views and in 3D."""
+    if segmentationNode is None:
+        return []
+    sceneNode = segmentationNode.GetScene()
+    for node in neckCurves(segmentationNode):
+        if node is not None:
+            sceneNode.RemoveNode(node)
+    segmentationNode.RemoveNodeReferenceIDs(NECK_REFERENCE_ROLE)
+    curves = []
+    for row in tableRows(segmentationNode, seedsNode):
+        a = row.finding.aneurysm
+        m = a.morphology if a is not None else None
+        if m is None or len(m.neck_curve_lps) < 3:
+            continue
+        segment = segmentationNode.GetSegmentation().GetSegment(row.finding.segmentId)
+        node = sceneNode.AddNewNodeByClass("vtkMRMLMarkupsClosedCurveNode", f"{segment.GetName()} neck")
+        wasModifying = node.StartModify()
+        try:
+            for point in lps_to_ras(m.neck_curve_lps):
+                node.AddControlPoint(vtk.vtkVector3d(*point), "")
+            node.SetDescription(f"neck width {m.neck_width_mm:.2f} mm" if m.neck_width_mm is not None else "neck")
+            node.SetLocked(True)
+        finally:
+            node.EndModify(wasModifying)
+        node.SetAndObserveTransformNodeID(segmentationNode.GetTransformNodeID())
+        node.CreateDefaultDisplayNodes()
+        display = node.GetDisplayNode()
+        display.SetSelectedColor(*segment.GetColor())
+        display.SetPointLabelsVisibility(False)
+        display.SetPropertiesLabelVisibility(False)
+        display.SetFillVisibility(False)
+        segmentationNode.AddNodeReferenceID(NECK_REFERENCE_ROLE, node.GetID())
+        curves.append(node)
+    return curves
 
 
 def seedIdOfRow(tableNode, row: int) -> str:
