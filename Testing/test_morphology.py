@@ -75,7 +75,8 @@ def test_irregularity_indices():
     plate = (z < 0) & (z > -2.0)
     dome = ball & (z >= 0)  # a hemisphere on a flat vessel wall: NSI's reference shape (0)
     d = M.measure_morphology(dome, plate, geom)
-    assert abs(d.nonsphericity_index) < 0.04 and d.undulation_index < 0.03
+    # smoothing rounds the hemisphere's sharp rim (less area): -0.06 at 2.5 mm radius and 0.3 mm voxels
+    assert abs(d.nonsphericity_index) < 0.08 and d.undulation_index < 0.03
     sphere = M.measure_morphology(ball, np.zeros_like(ball), geom)  # no ostium: S is the whole sphere
     assert sphere.nonsphericity_index == pytest.approx(1 - 0.5 ** (1 / 3), abs=0.02)
     bleb = dome | ((x - 1.8) ** 2 + y ** 2 + (z - 1.5) ** 2 <= 1.0 ** 2)
@@ -114,6 +115,12 @@ def test_morphology_travels_through_the_report():
     assert row["neck_width_mm"] == 3.0 and row["neck_centre_lps_y"] == 2.0 and row["location"] == "right MCA bifurcation"
     assert "neck_curve_lps" not in row and all(not isinstance(v, (list, tuple, dict)) for v in row.values())
     assert m.location == "right MCA bifurcation"
+    assert a.name == "Aneurysm 1 - right MCA bifurcation"
+    from AneurysmSegLib.io.tables import aneurysm_row, csv_text
+
+    csv_row = aneurysm_row(a)  # the per-case and cohort CSV writers take the morphology as plain columns
+    assert csv_row["neck_width_mm"] == 3.0 and csv_row["site_group"] == "MCA" and "neck_curve_lps" not in csv_row
+    assert "aspect_ratio" in csv_text([csv_row]).splitlines()[0]
 
 
 def test_site_names_groups_and_sides():

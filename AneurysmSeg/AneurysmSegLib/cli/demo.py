@@ -1,7 +1,7 @@
 """``aneurysmseg demo --output demo-output``: segment the bundled sample and write every output.
 
-Writes the label image, the seeds (Slicer markups), the JSON report, one STL per aneurysm and a MIP
-picture with the outlines, prints where each is, and compares with the sample's ground truth
+Writes the label image, the seeds (Slicer markups), the JSON report, one STL per aneurysm, a MIP
+picture with the outlines and a close-up of each aneurysm with its neck and measurements (necks.png), prints where each is, and compares with the sample's ground truth
 (``aneurysms.nii.gz`` beside ``orig/``) when it is there. Runs exactly what ``segment`` runs.
 """
 
@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from ..core.models import load_models
     from ..core.pipeline import segment
     from ..io.images import read_image
-    from ..io.pictures import save_mip_picture
+    from ..io.pictures import save_mip_picture, save_neck_picture
     from ..io.surfaces import check_folder_writable
     from .segment import Outputs, ProgressPrinter, check_outputs, configure_threads, describe, write_results
 
@@ -82,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
     picture = save_mip_picture(image, result.labels, out_dir / "mip.png",
                                title=f"AneurysmSeg demo: {len(result.aneurysms)} aneurysm(s)", reference=reference)
     written.append(("picture", picture))
+    written.append(("necks", save_neck_picture(image, result.labels, result.aneurysms, out_dir / "necks.png")))
 
     for line in describe(result):
         print(line)
