@@ -205,7 +205,7 @@ def test_demo_writes_every_output_and_compares_with_ground_truth(tmp_path: Path,
     assert "ground truth: 2 aneurysm(s); found 2, missed 0, false positives 0" in printed
     dsc = float(printed.split("DSC ")[1].split(",")[0])
     assert dsc > 0.8
-    expected = ["aneurysms-labels.nii.gz", "mip.png", "report.json", "seeds.mrk.json", "stl"]
+    expected = ["aneurysms-labels.nii.gz", "mip.png", "necks.png", "report.json", "seeds.mrk.json", "stl"]
     assert sorted(p.name for p in out.iterdir()) == expected
     for name in expected[:-1] + ["stl/aneurysm_1.stl", "stl/aneurysm_2.stl"]:
         assert str(out / name) in printed

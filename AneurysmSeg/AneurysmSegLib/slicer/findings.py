@@ -538,8 +538,12 @@ def updateNeckCurves(segmentationNode, seedsNode) -> list:
         return []
     sceneNode = segmentationNode.GetScene()
     for node in neckCurves(segmentationNode):
-        if node is not None:
+        if node is not None:  # its display node too (not every scene removes it with the curve)
+            displays = [node.GetNthDisplayNode(i) for i in range(node.GetNumberOfDisplayNodes())]
             sceneNode.RemoveNode(node)
+            for display in displays:
+                if display is not None and display.GetScene() is sceneNode:
+                    sceneNode.RemoveNode(display)
     segmentationNode.RemoveNodeReferenceIDs(NECK_REFERENCE_ROLE)
     curves = []
     for row in tableRows(segmentationNode, seedsNode):
