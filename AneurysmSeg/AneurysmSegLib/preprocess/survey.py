@@ -35,8 +35,12 @@ CROP_FACES = 5
 SLAB_MM = 50.0
 #: Foreground thicker than this (mm, depth inside it) is tissue; vessels are thinner.
 TISSUE_DEPTH_MM = 3.5
-#: Below this share of thick foreground the volume holds vessels only (no tissue around them).
+#: Below this share of thick foreground the volume holds vessels only (no tissue around them) ...
 VESSELS_ONLY_TISSUE_SHARE = 0.25
+#: ... on a background where at least this share of the volume is exactly the minimum (exports set it to 0).
+VESSELS_ONLY_ZERO_SHARE = 0.5
+#: A field of view narrower than this (mm) along two axes holds no whole head: a crop.
+HEAD_MIN_MM = 100.0
 #: A bright scalp rim: the shell under the surface (1-6 mm) has a 90th percentile this many times
 #: the deep tissue's median (both above the background level); fat is 1.6-3.6 x grey matter in TOF.
 SCALP_RATIO = 1.5
@@ -94,14 +98,21 @@ def _faces(mask: np.ndarray) -> list[float]:
     return out
 
 
-def classify_view(head_low: np.ndarray, low_sp: Sequence[float], tissue_share: float) -> str:
-    """Field of view from the head mask's contact with the volume's faces and its extent."""
+def classify_view(head_low: np.ndarray, low_sp: Sequence[float], tissue_share: float, zero_share: float) -> str:
+    """Field of view from the foreground's thickness, the background, the extent and the head mask's
+    contact with the volume's faces.
+
+    A thin foreground is vessels: on a zero background a vessels-only export, otherwise vessels against
+    tissue with no air anywhere, a crop. A field of view narrower than any head is a crop too.
+    """
     if tissue_share < VESSELS_ONLY_TISSUE_SHARE:
-        return VESSELS_ONLY
+        return VESSELS_ONLY if zero_share >= VESSELS_ONLY_ZERO_SHARE else CROP
+    extents = [n * s for n, s in zip(head_low.shape, low_sp)]
+    if sorted(extents)[1] < HEAD_MIN_MM:
+        return CROP
     faces = _faces(head_low)
     if sum(f > CUT_FACE_SHARE for f in faces) >= CROP_FACES:
         return CROP
-    extents = [n * s for n, s in zip(head_low.shape, low_sp)]
     for axis in range(3):
         if min(faces[2 * axis], faces[2 * axis + 1]) > SLAB_FACE_SHARE and extents[axis] < SLAB_MM:
             return SLAB
@@ -143,7 +154,7 @@ def inspect_input(raw: np.ndarray, spacing_zyx: Sequence[float]) -> Survey:
     if not fg_low.any():
         tissue_share = 1.0  # nothing stands out: treat it as tissue everywhere (a crop), the check warns
     head_low = _head_low(low, low_sp, box) if fg_low.any() else np.ones(low.shape, dtype=bool)
-    view = classify_view(head_low[box] if box is not None else head_low, low_sp, tissue_share)
+    view = classify_view(head_low[box] if box is not None else head_low, low_sp, tissue_share, exact)
     fg = _upsample_nearest(fg_low, factors, a.shape)
     share = float(fg_low.mean())
     if view == VESSELS_ONLY:
