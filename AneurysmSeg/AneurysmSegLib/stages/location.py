@@ -78,6 +78,11 @@ def trunk_origin(arteries: np.ndarray, geometry: Geometry, thick_mm: float = THI
     arteries = np.asarray(arteries, dtype=bool)
     if not arteries.any():
         return None
+    # work inside the arteries' box plus one background voxel: the same distances, a smaller grid
+    where = np.argwhere(arteries)
+    offset = np.maximum(where.min(axis=0) - 1, 0)
+    stop = np.minimum(where.max(axis=0) + 2, arteries.shape)
+    arteries = arteries[tuple(slice(int(a), int(b)) for a, b in zip(offset, stop))]
     edt = ndimage.distance_transform_edt(arteries, sampling=geometry.spacing_zyx)
     sp = np.asarray(geometry.spacing_zyx)
     thick = edt >= thick_mm
@@ -86,7 +91,12 @@ def trunk_origin(arteries: np.ndarray, geometry: Geometry, thick_mm: float = THI
         reach = np.ceil((TRUNK_MAX_MM + sp.max()) / sp).astype(int)
         grid = np.ogrid[tuple(slice(-r, r + 1) for r in reach)]
         ball = sum((g * s) ** 2 for g, s in zip(grid, sp)) <= (TRUNK_MAX_MM + sp.max()) ** 2
-        thick &= ~ndimage.binary_dilation(too_thick, structure=ball)
+        # dilate only inside the box of the too-thick cores grown by the ball's reach: the same voxels
+        # as dilating the whole grid, in a fraction of the time (cores are few and small)
+        idx = np.argwhere(too_thick)
+        lo, hi = np.maximum(idx.min(axis=0) - reach, 0), np.minimum(idx.max(axis=0) + reach + 1, too_thick.shape)
+        box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+        thick[box] &= ~ndimage.binary_dilation(too_thick[box], structure=ball)
     parts, n = ndimage.label(thick, structure=np.ones((3, 3, 3)))
     keep = np.zeros(n + 1, dtype=bool)
     for k, box in enumerate(ndimage.find_objects(parts), start=1):
@@ -95,7 +105,7 @@ def trunk_origin(arteries: np.ndarray, geometry: Geometry, thick_mm: float = THI
     idx = np.argwhere(keep[parts])
     if len(idx) < 10:
         return None
-    return geometry.index_to_lps(idx[:, ::-1].mean(axis=0))
+    return geometry.index_to_lps((idx + offset)[:, ::-1].mean(axis=0))
 
 
 def site_features(point_lps: Sequence[float], origin_lps: Sequence[float]) -> tuple[np.ndarray, str]:
