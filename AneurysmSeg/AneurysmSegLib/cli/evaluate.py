@@ -8,14 +8,19 @@ import sys
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", nargs="+", required=True, metavar="DIR",
+    p.add_argument("--data", nargs="+", default=[], metavar="DIR",
                    help="ADAM-layout folders to evaluate on (each folder is one group in the tables)")
+    p.add_argument("--negatives", nargs="+", default=[], metavar="SCAN",
+                   help="scans without known aneurysms (image files): every finding is a false positive; "
+                        "reported by the negatives table and as rows of the robustness table")
     p.add_argument("--models", metavar="DIR", help="model folder with manifest.json (default: the bundled weights)")
     p.add_argument("--out", default="docs/evaluation.md", help="markdown file to write")
     p.add_argument("--tables", default="coarse,fine,whole",
-                   help="comma-separated table names from evaluation.run.TABLES (coarse, fine, whole, misses, ablation, "
-                        "beta, ...; misses: why each missed aneurysm was missed, from the same run as whole); an "
-                        "unknown name is refused with the full list")
+                   help="comma-separated table names from evaluation.run.TABLES (coarse, fine, whole, misses, robustness, "
+                        "negatives, sweep, ablation, beta, ...; misses: why each missed aneurysm was missed, from the "
+                        "same run as whole; sweep: the whole pipeline at many detector thresholds from one detector "
+                        "pass per case, and the operating threshold chosen); an unknown name is refused with the full "
+                        "list")
     p.add_argument("--train-data", nargs="+", metavar="DIR",
                    help="beta/ablation: training folders for the short runs")
     p.add_argument("--budget-minutes", type=float, default=5.0, help="beta/ablation: minutes of training per run")
@@ -30,6 +35,10 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--detection-threshold", type=float, default=None,
                    help="whole: detector threshold passed to pipeline.segment (default: the manifest's "
                         "coarse probability_threshold, else 0.5)")
+    p.add_argument("--thresholds", type=float, nargs="+", metavar="P",
+                   help="sweep: the detector thresholds (default: evaluation.sweep.SWEEP_THRESHOLDS)")
+    p.add_argument("--flip-tta", action="store_true",
+                   help="detector test-time augmentation: average it over the scan and its left-right mirror")
     p.add_argument("--append", action="store_true", help="add these tables to the end of --out instead of replacing it")
 
 
@@ -42,5 +51,6 @@ def run(args: argparse.Namespace) -> int:
         out=args.out, train_data=args.train_data, budget_minutes=args.budget_minutes, runs=args.runs,
         cache=args.cache, device=args.device, threads=args.threads, max_cases=args.max_cases, json_path=args.json,
         any_preprocess_version=args.any_preprocess_version, detection_threshold=args.detection_threshold,
-        append=args.append, command=command))
+        append=args.append, command=command, negatives=args.negatives, detector_flip=args.flip_tta,
+        thresholds=args.thresholds))
     return 0

@@ -68,6 +68,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--models", type=Path, metavar="DIR", help="model folder with manifest.json (default: bundled weights)")
     p.add_argument("--precision", choices=("float32", "bfloat16"), default="float32",
                    help="network arithmetic: bfloat16 is about 2x faster on CPUs with AVX512-BF16/AMX and on GPUs")
+    p.add_argument("--flip-tta", action="store_true",
+                   help="test-time augmentation of the detector: also run it on the scan mirrored left-right and "
+                        "average (twice the detection time; figures in docs/evaluation.md)")
     out = p.add_argument_group("output formats (file names in single mode, folders in batch mode)")
     out.add_argument("--format", choices=tuple(FORMATS), default=None,
                      help="what OUTPUT is: a label image (default), a Slicer .seg.nrrd, or a DICOM SEG "
@@ -348,7 +351,8 @@ def run_single(args: argparse.Namespace) -> int:
     progress = ProgressPrinter()
     try:
         result = segment(image, models, seeds=seeds, detect=not args.no_detect,
-                         detection_threshold=args.detection_threshold, progress=progress, precision=args.precision)
+                         detection_threshold=args.detection_threshold, progress=progress, precision=args.precision,
+                         detector_flip=args.flip_tta)
     finally:
         progress.close()
     assert result is not None  # nothing here cancels
@@ -471,7 +475,7 @@ def run_batch(args: argparse.Namespace, cases: list[tuple[str, Path]]) -> int:
             check_outputs(out, dicom_files, name, input_files(path))
             image = read_image(path, max_voxels=max_voxels(args))
             result = segment(image, models, detect=True, detection_threshold=args.detection_threshold,
-                             precision=args.precision)
+                             precision=args.precision, detector_flip=args.flip_tta)
             assert result is not None
             written = write_results(result, out, input_path=path, models=models, binary=args.binary,
                                     stl_coords=args.stl_coords, case=name, dicom_files=dicom_files,

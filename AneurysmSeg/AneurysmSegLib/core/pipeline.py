@@ -73,13 +73,16 @@ def _check(cancel: CancelCheck | None) -> None:
 def segment(image: Image, models: LoadedModels, *, seeds: Sequence[Seed] | None = None, detect: bool = True,
             detection_threshold: float | None = None, progress: ProgressCallback | None = None,
             cancel: CancelCheck | None = None, preprocessed: Preprocessed | None = None,
-            batch_size: int | None = None, precision: str = "float32") -> SegmentationResult | None:
+            batch_size: int | None = None, precision: str = "float32",
+            detector_flip: bool = False) -> SegmentationResult | None:
     """Segment the aneurysms of one TOF-MRA; None when cancelled. See the module docstring.
 
     ``detect=False`` without seeds gives a result without aneurysms (the user deleted every seed).
     ``batch_size`` is the number of VOIs per fine-stage call (detection batches its tiles by size); by
     default 1 on a CPU (measured faster per VOI than 2 on 2 cores: 0.45 vs 0.52 s) and 2 on a GPU;
     ``precision="bfloat16"`` runs both networks under bfloat16 autocast (faster where supported).
+    ``detector_flip=True`` averages the detector over the scan and its left-right mirror (test-time
+    augmentation, twice the detection time; measured in docs/evaluation.md).
     ``detection_threshold=None`` uses the threshold stored in the models' manifest (chosen on validation
     data when the weights were exported), so every front end gets the same default.
     """
@@ -102,7 +105,7 @@ def segment(image: Image, models: LoadedModels, *, seeds: Sequence[Seed] | None 
         warnings.warn(message, InputWarning, stacklevel=2)
     try:
         return _segment(image, models, given, detect, detection_threshold, progress, cancel,
-                        preprocessed, batch_size, precision, notes)
+                        preprocessed, batch_size, precision, notes, detector_flip)
     except Cancelled:
         return None
 
@@ -136,7 +139,7 @@ def usable_seeds(seeds: list[Seed], image: Image) -> tuple[list[Seed], list[str]
 
 def _segment(image: Image, models: LoadedModels, given: list[Seed], detect: bool, threshold: float,
              callback: ProgressCallback | None, cancel: CancelCheck | None, pre: Preprocessed | None,
-             batch_size: int, precision: str, notes: list[str]) -> SegmentationResult:
+             batch_size: int, precision: str, notes: list[str], flip: bool = False) -> SegmentationResult:
     shares = {"preprocessing": 0.0 if pre is not None else 2.0, "detection": 5.0 if detect else 0.0,
               "fine segmentation": 4.0, "measurements": 0.5}
     prog = _Progress(callback, {k: v for k, v in shares.items() if v > 0})
@@ -161,7 +164,8 @@ def _segment(image: Image, models: LoadedModels, given: list[Seed], detect: bool
         found = detect_stage.detect(pre, models.coarse, segment_out=None,
                                     context=models.coarse_context, device=models.device, threshold=threshold,
                                     merge_distance_mm=models.voi_size * models.fine_spacing[0] / 4,
-                                    progress=prog.stage("detection"), cancel=cancel, precision=precision)
+                                    progress=prog.stage("detection"), cancel=cancel, precision=precision,
+                                    flip=flip)
         detected = found.seeds
         timings["detect"] = time.perf_counter() - t
         prog.stage("detection")(1.0)

@@ -85,7 +85,7 @@ def classify(*, found: bool, roi_voxels: int, peak: float, threshold: float, dia
     return "too small for the coarse grid"  # only components under the noise limit reach it
 
 
-def explain_case(ref: CaseRef, models: Any, threshold: float | None = None) -> dict[str, Any]:
+def explain_case(ref: CaseRef, models: Any, threshold: float | None = None, flip: bool = False) -> dict[str, Any]:
     """The pipeline on one case: the whole-volume detection and scores, plus one row per reference
     aneurysm with what each step saw of it and the :func:`classify` reason."""
     import SimpleITK as sitk
@@ -102,7 +102,7 @@ def explain_case(ref: CaseRef, models: Any, threshold: float | None = None) -> d
     pre = preprocess(image, coarse_spacing=models.coarse_spacing[0])
     merge_mm = models.voi_size * models.fine_spacing[0] / 4
     found = det.detect(pre, models.coarse, segment_out=None, context=models.coarse_context, device=models.device,
-                       threshold=thr, merge_distance_mm=merge_mm)
+                       threshold=thr, merge_distance_mm=merge_mm, flip=flip)
     res = pipeline.segment(image, models, seeds=found.seeds, detect=False, preprocessed=pre)
     secs = time.time() - t
     pred = res.labels if res is not None else np.zeros(labels.shape, np.uint16)

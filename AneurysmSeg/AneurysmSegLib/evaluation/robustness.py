@@ -33,7 +33,7 @@ def robustness_section(ctx: Any) -> list[Section]:
     for g, refs in ctx.groups.items():
         rows = []
         for i, r in enumerate(refs):
-            rows.append(whole_case(r, m, thr))
+            rows.append(whole_case(r, m, thr, flip=ctx.config.detector_flip))
             rows[-1]["kind"] = _kind_of(r)
             ctx.log(f"robustness {g} {i + 1}/{len(refs)}: {rows[-1]['input'].get('field_of_view')} "
                     f"{rows[-1]['detection']} warnings {rows[-1]['warnings']}")
@@ -52,11 +52,21 @@ def robustness_section(ctx: Any) -> list[Section]:
         trows.append([name, str(len(rows)), ", ".join(f"{v} ({n})" for v, n in views.most_common()), str(warned),
                       fmt(a["sensitivity"]), fmt(a["fp_per_case"]), fmt(a.get("dsc", float("nan"))),
                       fmt(a["seconds_per_case"], 1)])
+    negatives = ctx.negative_results() if ctx.config.negatives else []
+    for r in negatives:  # real scans without known aneurysms: false positives only
+        trows.append([f"real scan {r['scan']} (no known aneurysm)", "1", str(r["input"].get("field_of_view", "?")),
+                      "1" if r["warnings"] else "0", "n/a", str(r["false_positives"]), "n/a", fmt(r["seconds"], 1)])
+        raw[f"real scan {r['scan']}"] = {"false_positives": r["false_positives"], "warnings": r["warnings"],
+                                         "fields_of_view": {r["input"].get("field_of_view", "?"): 1},
+                                         "seconds_per_case": r["seconds"]}
     lines = ["## Robustness: every input kind (`pipeline.segment`)", "",
-             f"Detector threshold {thr:g}. Held-out phantoms turned into each input kind real scans come in "
+             f"Detector threshold {thr:g}{', left-right flip test-time augmentation' if ctx.config.detector_flip else ''}. "
+             "Held-out phantoms turned into each input kind real scans come in "
              "(`phantom.kinds`); detection by ADAM's rule on the input grid, DSC over cases with aneurysms; "
              "\"field of view found\" is what the input check (`preprocess.survey`) recognised, \"cases warned\" "
-             "how many reports carried a warning.", "", markdown_table(hdr, trows), ""]
+             "how many reports carried a warning."
+             + (" Real scans without a known aneurysm: every finding is a false positive (details in the "
+                "negatives table)." if negatives else ""), "", markdown_table(hdr, trows), ""]
     notes = sorted({w for v in raw.values() for w in v["warnings"]})
     if notes:
         lines += ["Warnings given: " + "; ".join(f"\"{w}\"" for w in notes) + ".", ""]

@@ -21,8 +21,10 @@ from ..training.data import CaseRef, find_cases
 from . import metrics
 from .misses import REASONS, explain_case, reason_counts
 from .morphology import morphology_section
+from .negatives import negative_case, negatives_section
 from .report import Section, fmt, markdown_table, mean_sd, write_markdown
 from .robustness import robustness_section
+from .sweep import sweep_section
 from .tables import (
     SIZE_CLASSES,
     THRESHOLDS,
@@ -55,6 +57,9 @@ class EvaluationConfig:
     json_path: str | None = None
     any_preprocess_version: bool = False
     detection_threshold: float | None = None  #: whole: None = the manifest's
+    negatives: Sequence[str] = ()  #: scans without known aneurysms (negatives, robustness tables)
+    detector_flip: bool = False  #: left-right flip test-time augmentation of the detector
+    thresholds: Sequence[float] | None = None  #: sweep: None = sweep.SWEEP_THRESHOLDS
     append: bool = False
     command: str = "aneurysmseg evaluate"
 
@@ -71,6 +76,7 @@ class EvaluationContext:
     models: Any = None  #: core.models.LoadedModels when a table needs them
     _dirs: dict[str, list[Path]] = field(default_factory=dict)
     _whole: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    _negatives: list[dict[str, Any]] | None = None
 
     def threshold(self) -> float:
         """The detector threshold of the whole-volume tables: the config's, else the manifest's."""
@@ -86,11 +92,22 @@ class EvaluationContext:
             for g, refs in self.groups.items():
                 rows = []
                 for i, r in enumerate(refs):
-                    rows.append(explain_case(r, self.models, thr))
+                    rows.append(explain_case(r, self.models, thr, flip=self.config.detector_flip))
                     self.log(f"whole {g} {i + 1}/{len(refs)}: {rows[-1]['detection']} "
                              f"{[a['reason'] for a in rows[-1]['aneurysms']]} ({rows[-1]['seconds']:.0f} s)")
                 self._whole[g] = rows
         return self._whole
+
+    def negative_results(self) -> list[dict[str, Any]]:
+        """The pipeline on every scan without known aneurysms (``config.negatives``), once."""
+        if self._negatives is None:
+            self._negatives = []
+            for i, path in enumerate(self.config.negatives):
+                self._negatives.append(negative_case(path, self.models, self.threshold(), self.config.detector_flip))
+                r = self._negatives[-1]
+                self.log(f"negatives {i + 1}/{len(self.config.negatives)} {r['scan']}: {r['false_positives']} "
+                         f"false positive(s) ({r['seconds']:.0f} s)")
+        return self._negatives
 
     def cached(self) -> dict[str, list[Path]]:
         """Cache folders per group (built on first use with the current preprocessing)."""
@@ -165,8 +182,9 @@ def whole_section(ctx: EvaluationContext) -> list[Section]:
     thr = ctx.threshold()
     res = ctx.whole()
     allw = [r for rows in res.values() for r in rows]
+    flip = ", left-right flip test-time augmentation" if ctx.config.detector_flip else ""
     lines = ["## Whole volume (`pipeline.segment`)", "",
-             f"Detector threshold {thr:g}. Detection by ADAM's rule on the input grid (label-1 components); DSC, "
+             f"Detector threshold {thr:g}{flip}. Detection by ADAM's rule on the input grid (label-1 components); DSC, "
              "HD95 and VS over cases with aneurysms (label 2 masked out); mean over cases.", ""]
     hdr = ["data", "cases", "sensitivity", "FP/case", "PPV", "DSC", "HD95 (mm)", "VS", "s/case"]
     raw: dict[str, Any] = {}
@@ -277,6 +295,8 @@ TABLES: dict[str, tuple[Callable[[EvaluationContext], list[Section]], bool]] = {
     "whole": (whole_section, True),
     "misses": (misses_section, True),
     "robustness": (robustness_section, True),
+    "negatives": (negatives_section, True),
+    "sweep": (sweep_section, True),
     "morphology": (morphology_section, True),
     "ablation": (lambda ctx: short_run_sections(ctx, [t for t in ctx.config.tables if t in ("ablation", "beta")]), False),
     "beta": (lambda ctx: [] if "ablation" in ctx.config.tables else short_run_sections(ctx, ["beta"]), False),
@@ -297,6 +317,13 @@ def run_evaluation(cfg: EvaluationConfig, log: Callable[[str], None] = _stderr) 
     unknown = sorted(set(cfg.tables) - set(TABLES))
     if unknown:
         raise InputError(f"unknown tables {unknown}; choose from {','.join(TABLES)}")
+    if not cfg.data and not cfg.negatives:
+        raise InputError("nothing to evaluate: give --data folders and/or --negatives scans")
+    if cfg.negatives and "negatives" not in cfg.tables and "robustness" not in cfg.tables:
+        raise InputError("--negatives scans are reported by the negatives and robustness tables; add one to --tables")
+    missing = [p for p in cfg.negatives if not Path(p).exists()]
+    if missing:
+        raise InputError(f"--negatives: {', '.join(missing)} not found")
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     device = resolve_device(cfg.device)
@@ -313,7 +340,8 @@ def run_evaluation(cfg: EvaluationConfig, log: Callable[[str], None] = _stderr) 
         m = ctx.models.manifest
         header += [f"Models: `{m.model_dir}` (coarse sha256 {m['coarse']['sha256'][:12]}…, "
                    f"fine sha256 {m['fine']['sha256'][:12]}…, fine input channels {m.fine_channels}).", ""]
-    header += ["Data: " + ", ".join(f"`{g}` ({len(r)} cases)" for g, r in groups.items()) + ".", ""]
+    header += ["Data: " + ", ".join([f"`{g}` ({len(r)} cases)" for g, r in groups.items()]
+                                    + [f"`{Path(p).name}` (no known aneurysm)" for p in cfg.negatives]) + ".", ""]
     sections: list[Section] = []
     for name, (table, _) in TABLES.items():
         if name in cfg.tables:

@@ -116,7 +116,7 @@ def torchscript_predictor(model: Any, device: Any) -> Callable[[np.ndarray], np.
     return predict
 
 
-def whole_case(ref: CaseRef, models: Any, threshold: float | None = None) -> dict[str, Any]:
+def whole_case(ref: CaseRef, models: Any, threshold: float | None = None, flip: bool = False) -> dict[str, Any]:
     """pipeline.segment on one full scan (threshold None: the manifest's); detection (ADAM rule) and scores."""
     import SimpleITK as sitk
 
@@ -126,7 +126,7 @@ def whole_case(ref: CaseRef, models: Any, threshold: float | None = None) -> dic
     image = io.read_image(ref.image_path)
     labels = sitk.GetArrayFromImage(sitk.ReadImage(str(ref.label_path)))
     t = time.time()
-    res = pipeline.segment(image, models, detection_threshold=threshold)
+    res = pipeline.segment(image, models, detection_threshold=threshold, detector_flip=flip)
     secs = time.time() - t
     pred = res.labels if res is not None else np.zeros(labels.shape, np.uint16)
     sp = image.geometry.spacing_zyx

@@ -296,20 +296,45 @@ def seeds_from_probability(prob: np.ndarray, geometry: Geometry, threshold: floa
     return kept
 
 
+def left_right_axis(geometry: Geometry) -> int:
+    """The array axis ([z, y, x] order) whose direction is closest to LPS left-right: mirroring along
+    it mirrors the head across (about) its midline, which keeps the anatomy a plausible head."""
+    return 2 - int(np.argmax(np.abs(geometry.direction_matrix[0])))
+
+
 def detect(pre: Preprocessed, model: torch.jit.ScriptModule, *, segment_out: int | None, context: int,
            device: torch.device, threshold: float = 0.5, merge_distance_mm: float = 6.4,
            roi_margin_mm: float = ROI_MARGIN_MM, batch_size: int | None = None,
            progress: Progress | None = None, cancel: Callable[[], bool] | None = None,
-           precision: str = "float32") -> Detection:
+           precision: str = "float32", flip: bool = False) -> Detection:
     """Run the coarse detector on the preprocessed scan and return its probability and seeds.
 
     ``segment_out=None`` covers the ROI with :func:`cover_boxes`; a number uses a lattice of cubes.
+    ``flip=True`` is test-time augmentation: the detector also runs on the scan mirrored left-right
+    (:func:`left_right_axis`; the detector was trained with flips along every axis) and the two
+    probabilities, mirrored back, are averaged. Deterministic; it doubles the detection time.
     """
     roi = coarse_roi(pre, margin_mm=roi_margin_mm)
     pad = float((pre.background - pre.mean) / pre.std)
-    prob, tiles = run_detector(model, pre.coarse.array, roi, segment_out=segment_out, context=context,
-                               pad_value=pad, device=device, batch_size=batch_size or 2,
-                               progress=progress, cancel=cancel, precision=precision)
+    passes = [False, True] if flip else [False]
+    axis = left_right_axis(pre.coarse.geometry)
+    prob = np.zeros(roi.shape, dtype=np.float32)
+    tiles = 0
+    for k, mirrored in enumerate(passes):
+        def share(fraction: float, message: str, k: int = k) -> None:
+            if progress is not None:
+                progress((k + fraction) / len(passes), message)
+
+        volume, region = pre.coarse.array, roi
+        if mirrored:
+            volume, region = np.flip(volume, axis), np.flip(roi, axis)
+        p, n = run_detector(model, np.ascontiguousarray(volume), np.ascontiguousarray(region),
+                            segment_out=segment_out, context=context, pad_value=pad, device=device,
+                            batch_size=batch_size or 2, progress=share, cancel=cancel, precision=precision)
+        prob += np.flip(p, axis) if mirrored else p
+        tiles += n
+    if flip:
+        prob /= len(passes)
     seeds = seeds_from_probability(prob, pre.coarse.geometry, threshold, merge_distance_mm=merge_distance_mm)
     return Detection(prob, roi, pre.coarse.geometry, seeds, tiles)
 
