@@ -55,6 +55,13 @@ RIM_INSET_VOXELS = 0.5
 #: the sac sits on; side branches and perforators there are thinner (median: size ratio within 20 % for
 #: 38 % of phantom aneurysms, 90th percentile: 62 %)
 PARENT_PERCENTILE = 90.0
+#: masks coarser than this (mm, per axis) are measured on a grid that many times finer, onto which
+#: they are interpolated linearly and thresholded at one half: the boundary then runs between voxel
+#: corners instead of along their faces, which shortens the blunt wedge where a sac meets its parent.
+#: Measured on 20 held-out phantoms at 0.62-0.8 mm (1.0 mm slices at most), neck width median error:
+#: truth masks 0.62 -> 0.25 mm (27 aneurysms), the pipeline's masks 1.46 -> 0.89 mm (17 found); 0.4 mm
+#: (a factor 3 across 1.0 mm slices) did worse on both. Clinical 0.35 x 0.35 x 0.5 mm stays as it is.
+SUPERSAMPLE_MM = 0.5
 SECTION_STEP_MM = 0.2  #: spacing of the sections parallel to the neck plane (dome width)
 SMOOTHING = 0.5  #: Slicer's default closed-surface smoothing factor (windowed sinc)
 UNION_SMOOTHING = 0.0  #: the union surface stays on the voxels: smoothing rounds the sac-vessel crease
@@ -279,13 +286,34 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return float(a / b) if a is not None and b is not None and b > 0 else None
 
 
+def supersample_factors(spacing_xyz: Sequence[float], target_mm: float = SUPERSAMPLE_MM) -> tuple[int, int, int]:
+    """Per-axis (x, y, z) factors that bring each voxel side to ``target_mm`` or below (1: as is)."""
+    return tuple(max(1, int(math.ceil(float(s) / target_mm - 1e-6))) for s in spacing_xyz)  # type: ignore[return-value]
+
+
+def supersample(masks: Sequence[np.ndarray], geometry: Geometry,
+                factors_xyz: Sequence[int]) -> tuple[list[np.ndarray], Geometry]:
+    """Boolean ``[z, y, x]`` masks on a grid ``factors_xyz`` times finer over the same extent (linear
+    interpolation between the voxel centres, threshold one half) and that grid's geometry."""
+    f = np.asarray(factors_xyz, dtype=float)
+    out = [ndimage.zoom(np.asarray(m, dtype=np.float32), tuple(f[::-1]), order=1, grid_mode=True,
+                        mode="nearest") >= 0.5 for m in masks]
+    # the fine voxel (0, 0, 0) is centred a fraction of a coarse voxel before the coarse one
+    origin = geometry.index_to_lps(0.5 / f - 0.5)
+    fine = Geometry(spacing=tuple(float(s) / k for s, k in zip(geometry.spacing, f)),
+                    origin=tuple(float(v) for v in origin), direction=geometry.direction)
+    return out, fine
+
+
 def measure_morphology(sac: np.ndarray, vessel: np.ndarray, geometry: Geometry,
-                       max_diameter_mm: float | None = None) -> Morphology:
+                       max_diameter_mm: float | None = None,
+                       supersample_mm: float | None = SUPERSAMPLE_MM) -> Morphology:
     """Neck, dome, ratios and irregularity of one aneurysm.
 
     ``sac`` and ``vessel``: boolean ``[z, y, x]`` masks on the same grid (``geometry``; a crop around
     the aneurysm with a few millimetres of parent vessel is enough and much faster). Vessel voxels inside
     the sac are ignored. Without vessel contact the neck and everything measured from it stay None.
+    Masks coarser than ``supersample_mm`` are measured on a finer grid (:func:`supersample`; None: never).
     """
     sac = np.asarray(sac, dtype=bool)
     vessel = np.asarray(vessel, dtype=bool) & ~sac
@@ -293,10 +321,16 @@ def measure_morphology(sac: np.ndarray, vessel: np.ndarray, geometry: Geometry,
         raise ValueError(f"sac {sac.shape} and vessel {vessel.shape} masks differ in shape")
     if not sac.any():
         raise ValueError("the aneurysm mask is empty")
-    sp = np.asarray(geometry.spacing, dtype=float)
-    spz = geometry.spacing_zyx
     if max_diameter_mm is None:
         max_diameter_mm = max_diameter(sac, geometry)
+    given, given_vessel = geometry, vessel
+    factors = supersample_factors(geometry.spacing, supersample_mm) if supersample_mm else (1, 1, 1)
+    if max(factors) > 1:
+        (fine_sac, fine_vessel), fine = supersample([sac, vessel], geometry, factors)
+        if fine_sac.any():  # a sac of a voxel or two vanishes under interpolation: keep the voxels then
+            sac, vessel, geometry = fine_sac, fine_vessel & ~fine_sac, fine
+    sp = np.asarray(geometry.spacing, dtype=float)
+    spz = geometry.spacing_zyx
 
     def to_lps(q: np.ndarray) -> np.ndarray:
         return geometry.index_to_lps(np.atleast_2d(q) / sp)
@@ -328,11 +362,14 @@ def measure_morphology(sac: np.ndarray, vessel: np.ndarray, geometry: Geometry,
     levels = np.arange(SECTION_STEP_MM / 2, max(height, SECTION_STEP_MM), SECTION_STEP_MM)
     dome_width = float(section_widths(raw, centre, normal, levels).max())
 
-    idx, radii = medial_radii(vessel, spz)
+    # the calibre on the given grid: medial radii are calibrated on voxels (their offsets cancel there),
+    # while on an interpolated grid the flat ridges of the distance map pull them down (-0.25 mm)
+    idx, radii = medial_radii(given_vessel, given.spacing_zyx)
     parent = None
     if len(radii):
-        q = idx[:, ::-1] * sp
-        near = np.linalg.norm(q - centre, axis=1) - radii <= width / 2 + float(sp.max())
+        q = given.index_to_lps(idx[:, ::-1].astype(float))
+        reach = width / 2 + float(max(given.spacing))
+        near = np.linalg.norm(q - to_lps(centre)[0], axis=1) - radii <= reach
         if near.any():
             parent = 2.0 * float(np.percentile(radii[near], PARENT_PERCENTILE))
 
