@@ -188,6 +188,23 @@ def test_trunk_origin_and_side_in_lps():
     assert L.trunk_origin(branch, geom) is None  # nothing thick: no landmark, no site
 
 
+def test_trunk_origin_pairs_the_carotids_past_a_sinus():
+    """A venous sinus the artery mask kept (thick, posterior, on the midline, and a transverse one on
+    one side) leaves the landmark between the two carotids; without a pair it is the trunks' centroid."""
+    h = 0.7
+    geom = Geometry(spacing=(h, h, h), origin=(-40.0, -40.0, -20.0))
+    z, y, x = np.meshgrid(np.arange(58) * h - 20.0, *(np.arange(115) * h - 40.0,) * 2, indexing="ij")
+    carotids = ((x - 14.0) ** 2 + y ** 2 <= 2.2 ** 2) | ((x + 14.0) ** 2 + (y - 2.0) ** 2 <= 2.2 ** 2)
+    sagittal = (x ** 2 + (z - 10.0) ** 2 <= 2.5 ** 2) & (y > 20.0)  # posterior, midline, along A-P
+    transverse = ((y - 36.0) ** 2 + (z - 5.0) ** 2 <= 2.5 ** 2) & (x > 5.0)  # one side only
+    o = L.trunk_origin(carotids | sagittal | transverse, geom)
+    assert np.allclose(o, [0.0, 1.0, 0.0], atol=0.5)
+    # the trunks' centroid is pulled back by the sinuses; the pair is what holds the landmark
+    lone = L.trunk_origin(carotids & (x > 0) | sagittal, geom)
+    assert lone[1] > 10.0
+    assert L.carotid_pair({1: np.array([14.0, 0.0, 0.0]), 2: np.array([-14.0, 30.0, 0.0])}, 0.0) is None
+
+
 @pytest.fixture(scope="module")
 def phantom_case():
     from AneurysmSegLib.phantom import render

@@ -1,6 +1,7 @@
 """Fit the site classifier (stages/site_table.py) on phantom cases whose generator recorded each site.
 
     aneurysmseg phantom work-data/sites --cases 30 --seed 11 --shape 288 288 96
+    aneurysmseg phantom work-data/sites-varied --cases 20 --seed 13 --shape 288 288 96 --set 'anatomy="varied"'
     .venv/bin/python benchmarks/fit_site_table.py work-data/sites [more folders] [--write]
 
 For every case: the pipeline's preprocessing (the same coarse artery tree the pipeline sees), its
@@ -83,8 +84,9 @@ def main() -> int:
     table = L.fit_sites([(k, f) for c, k, s, f, fs in rows])
     if args.write:
         TABLE.write_text(
-            '"""Site classifier table (per site: mean and SD of |L-R|, A-P, I-S offsets from the trunk origin in\n'
-            'mm, prior = share of samples), fitted by benchmarks/fit_site_table.py on\n'
+            '"""Site classifier table, fitted on phantom truth by benchmarks/fit_site_table.py.\n\n'
+            'Per site: mean and SD of |L-R|, A-P, I-S offsets from the landmark (the carotid pair\'s midpoint), in\n'
+            'mm; prior = share of samples. Fitted on\n'
             f'{", ".join(args.data)} ({len(rows)} aneurysms; leave-one-case-out: site group {group / n:.2f}, '
             f'fine site {fine / n:.2f}, side {side / n:.2f})."""\n\n'
             "SITE_TABLE = " + pprint.pformat(table, width=110, sort_dicts=True) + "\n", encoding="utf-8")

@@ -1,11 +1,13 @@
 """Where an aneurysm sits: the parent artery site with its PHASES group, the finer name, and the side.
 
 No vessel labelling is needed: positions are taken relative to one landmark of the detected artery
-tree, the centroid of its thick trunks (inscribed radius >= ``THICK_MM`` over at least
-``TRUNK_MIN_LENGTH_MM`` and no thicker than ``TRUNK_MAX_MM``: the internal carotids and the vertebrobasilar trunk, which every TOF-MRA slab
-of the circle of Willis contains and which keep their place when communicating arteries are absent or
-hypoplastic). Left-right comes from the side of that
-centroid, in the image's LPS frame. A small Gaussian classifier (one diagonal Gaussian per site, with
+tree, the midpoint of the two internal carotids: of the thick trunks (inscribed radius >= ``THICK_MM``
+over at least ``TRUNK_MIN_LENGTH_MM`` and no thicker than ``TRUNK_MAX_MM``), the two that mirror each
+other best across the tree's midline (:func:`carotid_pair`). Every TOF-MRA slab of the circle of Willis
+holds them, they keep their place when communicating arteries are absent or hypoplastic, and a venous
+sinus the artery mask kept has no mirror image at their height (the centroid of all trunks, used when
+no pair is found, moved by about 30 mm on the bundled sample). Left-right comes from the side of that
+landmark, in the image's LPS frame. A small Gaussian classifier (one diagonal Gaussian per site, with
 the site's frequency as prior) on the neck centre's offset (|left-right|, anterior-posterior,
 inferior-superior, in mm) names the site; it is fitted on phantom cases whose generator knows each
 aneurysm's site (:func:`fit_sites`, table in :mod:`.site_table`).
@@ -30,6 +32,11 @@ TRUNK_MIN_LENGTH_MM = 10.0
 #: parts, with a margin of this radius around them, are large aneurysms or venous sinuses that the
 #: intensity-based artery mask kept
 TRUNK_MAX_MM = 3.0
+#: the internal carotids: two thick trunks, each this far off the midline at least, this far apart
+#: (mm, L-R), and within this distance of each other in A-P and I-S (phantoms and adults: 20-45 mm apart)
+PAIR_LATERAL_MM = 5.0
+PAIR_SPAN_MM = (12.0, 70.0)
+PAIR_TOLERANCE_MM = 15.0
 MIDLINE_MM = 3.0  #: within this distance of the midline a lateral site has no reliable side
 ACA = "ACA/AComm/PComm"
 
@@ -105,7 +112,42 @@ def trunk_origin(arteries: np.ndarray, geometry: Geometry, thick_mm: float = THI
     idx = np.argwhere(keep[parts])
     if len(idx) < 10:
         return None
+    labels = parts[tuple(idx.T)]
+    centres = {int(k): geometry.index_to_lps((idx[labels == k] + offset)[:, ::-1].mean(axis=0))
+               for k in np.unique(labels)}
+    midline = float(geometry.index_to_lps((where + 0.0)[:, ::-1].mean(axis=0))[0])
+    pair = carotid_pair(centres, midline)
+    if pair is not None:
+        return pair
     return geometry.index_to_lps((idx + offset)[:, ::-1].mean(axis=0))
+
+
+def carotid_pair(centres: Mapping[int, np.ndarray], midline_x: float) -> np.ndarray | None:
+    """Midpoint (LPS) of the two trunks that mirror each other best across the midline, the internal
+    carotids; None when no two do. Other thick parts (a venous sinus the artery mask kept, an unpaired
+    vessel) then move nothing: a midline sinus has no partner, a transverse sinus none at its height.
+
+    ``centres``: part -> LPS centroid; ``midline_x``: the L-R coordinate of the artery tree's centroid.
+    A pair lies on both sides (each at least ``PAIR_LATERAL_MM`` off the midline), ``PAIR_SPAN_MM``
+    apart, within ``PAIR_TOLERANCE_MM`` of each other in A-P and I-S; the best has the smallest sum of
+    its A-P and I-S differences and its asymmetry about the midline.
+    """
+    best, best_cost = None, math.inf
+    pts = list(centres.values())
+    for i, a in enumerate(pts):
+        for b in pts[i + 1:]:
+            da, db = a[0] - midline_x, b[0] - midline_x
+            if da * db >= 0 or min(abs(da), abs(db)) < PAIR_LATERAL_MM:
+                continue
+            if not PAIR_SPAN_MM[0] <= abs(a[0] - b[0]) <= PAIR_SPAN_MM[1]:
+                continue
+            dy, dz = abs(a[1] - b[1]), abs(a[2] - b[2])
+            if max(dy, dz) > PAIR_TOLERANCE_MM:
+                continue
+            cost = dy + dz + abs(da + db)
+            if cost < best_cost:
+                best, best_cost = (a + b) / 2.0, cost
+    return best
 
 
 def site_features(point_lps: Sequence[float], origin_lps: Sequence[float]) -> tuple[np.ndarray, str]:
