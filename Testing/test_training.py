@@ -529,7 +529,9 @@ def test_a_missed_aneurysm_gets_the_first_step_that_lost_it() -> None:
     assert classify(**{**base, "roi_voxels": 0}) == "outside the detector region"
     assert classify(**{**base, "peak": 0.5, "fates": []}) == "below the threshold"
     assert classify(**{**base, "peak": 0.5, "fates": [], "diameter_mm": 1.2}) == "too small for the coarse grid"
-    assert classify(**{**base, "fates": ["too small"]}) == "too small for the coarse grid"
+    assert classify(**{**base, "fates": ["too small"], "diameter_mm": 1.2}) == "too small for the coarse grid"
+    # a large sac where only a noise-sized component clears the threshold: the threshold lost it, not the grid
+    assert classify(**{**base, "fates": ["too small"]}) == "below the threshold"
     assert classify(**{**base, "fates": ["merged"]}) == "merged with a neighbour"
     assert classify(**{**base, "fates": ["seed", "over the limit"]}) == "merged with a neighbour"
     assert classify(**base) == "lost at VOI placement"

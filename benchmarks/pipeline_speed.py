@@ -93,7 +93,8 @@ def true_seeds(case_dir: Path, geometry) -> list:
 # ------------------------------------------------------------------------------- the pipeline run
 
 
-def child_pipeline(case_dir: Path, model_dir: Path, trained: bool, threads: int, precision: str) -> dict:
+def child_pipeline(case_dir: Path, model_dir: Path, trained: bool, threads: int, precision: str,
+                   flip: bool = False) -> dict:
     """What ``aneurysmseg segment`` does, timed; runs in a fresh process so ru_maxrss is its own."""
     import torch
 
@@ -114,10 +115,10 @@ def child_pipeline(case_dir: Path, model_dir: Path, trained: bool, threads: int,
     models = load_models(model_dir, device="cpu")
     t_load = time.perf_counter() - t
     if trained:
-        result = segment(image, models, precision=precision)
+        result = segment(image, models, precision=precision, detector_flip=flip)
     else:
         result = segment(image, models, seeds=true_seeds(case_dir, image.geometry), detection_threshold=1.0 + 1e-6,
-                         precision=precision)
+                         precision=precision, detector_flip=flip)
     wall = time.perf_counter() - t0
     cpu = time.process_time() - cpu0
     assert result is not None
@@ -289,13 +290,15 @@ def main() -> int:
     p.add_argument("--window-samples", type=int, default=1, help="nnU-Net-style windows to time (default 1)")
     p.add_argument("--skip-baselines", action="store_true", help="time the pipeline only")
     p.add_argument("--precision", choices=("float32", "bfloat16"), default="float32", help="pipeline network arithmetic")
+    p.add_argument("--flip-tta", action="store_true", help="detector flip test-time augmentation (pipeline only)")
     p.add_argument("--markdown", type=Path, default=None, help="also write the table to this file")
     p.add_argument("--child", nargs=3, metavar=("CASE", "MODELS", "TRAINED"), help=argparse.SUPPRESS)
     args = p.parse_args()
 
     if args.child:
         case, model_dir, trained = args.child
-        print(json.dumps(child_pipeline(Path(case), Path(model_dir), trained == "1", args.threads, args.precision)))
+        print(json.dumps(child_pipeline(Path(case), Path(model_dir), trained == "1", args.threads, args.precision,
+                                        args.flip_tta)))
         return 0
 
     import torch
@@ -305,7 +308,7 @@ def main() -> int:
         case_dir = ensure_case(args.case_dir or Path(scratch) / "case", args.seed)
         model_dir, trained = ensure_models(args.models, Path(scratch))
         child = subprocess.run([sys.executable, __file__, "--threads", str(args.threads), "--precision", args.precision,
-                                "--child", str(case_dir),
+                                *(["--flip-tta"] if args.flip_tta else []), "--child", str(case_dir),
                                 str(model_dir), "1" if trained else "0"], capture_output=True, text=True)
         if child.returncode != 0:
             print(child.stderr, file=sys.stderr)

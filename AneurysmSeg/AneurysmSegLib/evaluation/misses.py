@@ -7,8 +7,8 @@ The steps, in pipeline order (and whose fault each is):
   detector runs on (the artery mask + :data:`preprocess.ROI_MARGIN_MM`) - preprocessing;
 * too small for the coarse grid: a sac under two coarse voxels across that the detector did not
   flag, or flagged as a component under the noise limit - the grid;
-* below the threshold: the detector ran there, its probability stayed under the threshold - the
-  detector network;
+* below the threshold: the detector ran there, its probability stayed under the threshold (on a
+  larger sac, also when only a component under the noise limit cleared it) - the detector network;
 * merged with a neighbour: a component reaches the aneurysm but its seed was dropped for a more
   confident seed nearby (or the seed limit) - seed merging;
 * lost at VOI placement: a component reaches the aneurysm but its seed (the probability-weighted
@@ -82,7 +82,8 @@ def classify(*, found: bool, roi_voxels: int, peak: float, threshold: float, dia
         return "merged with a neighbour"
     if "seed" in fates:
         return "lost at VOI placement"
-    return "too small for the coarse grid"  # only components under the noise limit reach it
+    # only components under the noise limit reach it: the grid's fault on a small sac, else the threshold's
+    return "too small for the coarse grid" if small else "below the threshold"
 
 
 def explain_case(ref: CaseRef, models: Any, threshold: float | None = None, flip: bool = False) -> dict[str, Any]:
