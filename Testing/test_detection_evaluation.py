@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from AneurysmSegLib.core import pipeline
 from AneurysmSegLib.core.errors import InputError
 from AneurysmSegLib.core.geometry import Geometry, Image
@@ -40,7 +41,7 @@ def test_flip_tta_averages_the_detector_over_the_mirrored_scan(scan: Image, tiny
 
     roi = plain.roi
     axis = detect.left_right_axis(pre.coarse.geometry)
-    pad = float((pre.background - pre.mean) / pre.std)
+    pad = detect.detector_padding(pre)
     run = dict(segment_out=None, context=m.coarse_context, pad_value=pad, device=m.device)
     direct, _ = detect.run_detector(m.coarse, pre.coarse.array, roi, **run)
     mirrored, _ = detect.run_detector(m.coarse, np.ascontiguousarray(np.flip(pre.coarse.array, axis)),
@@ -51,6 +52,28 @@ def test_flip_tta_averages_the_detector_over_the_mirrored_scan(scan: Image, tiny
     assert not tta.probability[~roi].any()  # still only where the detector looks
     assert tta.tiles == 2 * plain.tiles
     np.testing.assert_array_equal(tta.probability, again.probability)  # deterministic
+
+
+class MeanDetector(torch.nn.Module):
+    """A real torch detector with a known answer: its aneurysm logit is the mean of its 49^3 field."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m = torch.nn.functional.avg_pool3d(x, 49, stride=1)
+        return torch.cat([torch.zeros_like(m), m], 1)
+
+
+def test_detector_padding_repeats_the_faces_of_a_crop() -> None:
+    """A crop's faces are repeated outward (a vessel cut by the crop does not end in "air"); a scan that
+    ends in air is padded with the background level, as in training."""
+    model = torch.jit.script(MeanDetector())
+    volume = np.full((20, 22, 80), 2.0, dtype=np.float32)
+    roi = np.ones(volume.shape, dtype=bool)
+    run = dict(segment_out=None, context=48, device=torch.device("cpu"), sparse_head=False)
+    edge, _ = detect.run_detector(model, volume, roi, pad_value=None, **run)
+    air, _ = detect.run_detector(model, volume, roi, pad_value=-3.0, **run)
+    np.testing.assert_allclose(edge, 1.0 / (1.0 + np.exp(-2.0)), rtol=1e-5)  # sees 2.0 everywhere
+    assert air.max() < edge.min()  # every voxel's receptive field reaches past a face into "air"
+    assert air[10, 11, 40] > air[0, 0, 0]  # the corner sees the most of it
 
 
 def test_flip_tta_keeps_finding_the_blobs(scan: Image, blob_models) -> None:

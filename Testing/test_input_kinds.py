@@ -25,6 +25,7 @@ from AneurysmSegLib.io import images as io
 from AneurysmSegLib.phantom.kinds import KINDS, make_kind
 from AneurysmSegLib.phantom.render import write_case
 from AneurysmSegLib.preprocess import survey
+from AneurysmSegLib.stages import detect
 from test_pipeline import blob_model_dir  # noqa: F401 (fixture)
 
 SHAPE_XYZ, SPACING = (120, 120, 48), (1.45, 1.45, 1.25)
@@ -76,6 +77,8 @@ def test_every_kind_is_recognised_and_keeps_its_arteries(kinds, name: str) -> No
     assert dice(arteries, truth) > FLOOR.get(name, 0.45), name  # benchmarks/artery_extraction.py: figures
     roi = pp.coarse_roi(pre)
     assert roi.any() and roi.sum() < 0.5 * roi.size
+    # the detector repeats a crop's faces outward and pads anything else with the background level
+    assert (detect.detector_padding(pre) is None) == (VIEWS.get(name) == survey.CROP)
 
 
 def test_full_head_takes_the_papers_branch_without_warning(kinds) -> None:
