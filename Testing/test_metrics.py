@@ -163,6 +163,7 @@ def test_detection_counts_on_a_constructed_case() -> None:
     spacing = (0.6, 0.4, 0.4)
     result = metrics.detection(pred, ref, spacing)
     assert (result.tp, result.fn, result.fp, result.ignored) == (1, 1, 1, 1)
+    assert str(result) == "tp=1 fn=1 fp=1 ignored=1"  # what progress logs print
     assert len(result.predicted_xyz) == 4
     # A's derived radius: corner voxel 1.5 voxels off the centre per axis, plus half the largest voxel
     radius_a = math.sqrt((1.5 * 0.6) ** 2 + 2 * (1.5 * 0.4) ** 2) + 0.3

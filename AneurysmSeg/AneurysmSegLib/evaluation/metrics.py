@@ -150,6 +150,10 @@ class DetectionResult:
     def n_reference(self) -> int:
         return self.tp + self.fn
 
+    def __str__(self) -> str:
+        """The counts only (progress logs; the arrays stay in ``repr``)."""
+        return f"tp={self.tp} fn={self.fn} fp={self.fp}" + (f" ignored={self.ignored}" if self.ignored else "")
+
 
 def read_locations(path: str | Path) -> np.ndarray:
     """Read an ADAM ``location.txt``: one ``x, y, z, radius`` line per untreated aneurysm -> (N, 4)."""
