@@ -81,6 +81,31 @@ def test_every_kind_is_recognised_and_keeps_its_arteries(kinds, name: str) -> No
     assert (detect.detector_padding(pre) is None) == (VIEWS.get(name) == survey.CROP)
 
 
+@pytest.fixture(scope="module")
+def vessel_options() -> dict:
+    """The bundled learnt artery tree (preprocess keyword arguments)."""
+    from AneurysmSegLib.core.models import load_models
+    from AneurysmSegLib.stages.vessels import preprocess_options
+
+    return preprocess_options(load_models(device="cpu"))
+
+
+#: a kind of each family for the learnt tree (every kind: benchmarks/artery_extraction.py; each costs seconds)
+LEARNT_KINDS = ("full_head", "brain_extracted", "vessels_only", "low_cnr_1p5t", "anisotropic", "cow_crop_challenge")
+
+
+@pytest.mark.parametrize("name", LEARNT_KINDS)
+def test_kinds_keep_their_arteries_with_the_learnt_tree(kinds, vessel_options, name: str) -> None:
+    case = kind(kinds, name)
+    pre = pp.preprocess(case.image, **vessel_options)
+    assert pre.coarse_vessels is not None and pre.input.arteries_found and not pre.roi_fallback
+    arteries = pp.arteries_on(pre, case.image.geometry, case.image.array.shape)
+    truth = (case.visible > 0) | (case.aneurysms == 1)
+    assert dice(arteries, truth) > FLOOR.get(name, 0.45), name  # the same floors: it gains little (benchmark)
+    roi = pp.coarse_roi(pre)
+    assert roi.any() and roi.sum() < 0.5 * roi.size
+
+
 def test_full_head_takes_the_papers_branch_without_warning(kinds) -> None:
     pre = pp.preprocess(kind(kinds, "full_head").image)
     assert pre.input.field_of_view == survey.FULL_HEAD and pre.input.scalp and pre.input.background == "air"

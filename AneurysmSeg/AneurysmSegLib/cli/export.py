@@ -1,7 +1,9 @@
-"""``aneurysmseg export --coarse RUN --fine RUN --out DIR``: TorchScript files + manifest.json.
+"""``aneurysmseg export --coarse RUN --fine RUN [--vessels RUN] --out DIR``: TorchScript files + manifest.json.
 
 RUN is a run folder of ``aneurysmseg train`` (its best.pt is used) or a checkpoint file; the work is
-:func:`AneurysmSegLib.training.export.export_models`.
+:func:`AneurysmSegLib.training.export.export_models`. ``--vessels`` alone adds the learnt artery tree
+(a run folder of ``aneurysmseg train vessels``) to the folder's existing manifest
+(:func:`AneurysmSegLib.training.vessels.export_vessels`).
 """
 
 from __future__ import annotations
@@ -11,8 +13,10 @@ from pathlib import Path
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--coarse", required=True, metavar="RUN_OR_CKPT", help="coarse run folder or checkpoint (.pt)")
-    p.add_argument("--fine", required=True, metavar="RUN_OR_CKPT", help="fine run folder or checkpoint (.pt)")
+    p.add_argument("--coarse", metavar="RUN_OR_CKPT", help="coarse run folder or checkpoint (.pt)")
+    p.add_argument("--fine", metavar="RUN_OR_CKPT", help="fine run folder or checkpoint (.pt)")
+    p.add_argument("--vessels", metavar="RUN", help="vessel run folder (`aneurysmseg train vessels`): adds its network "
+                   "to the manifest (alone: to the folder's existing manifest)")
     p.add_argument("--out", required=True, metavar="DIR", help="model folder (e.g. AneurysmSeg/Resources/Models)")
     p.add_argument("--which", choices=["best", "last"], default="best", help="checkpoint of a run folder")
     p.add_argument("--segment-out", type=int, default=45, help="coarse inference output tile (multiple of 3)")
@@ -25,10 +29,21 @@ def run(args: argparse.Namespace) -> int:
     from ..core.manifest import ModelManifest
     from ..training.export import export_models
 
-    export_models(args.coarse, args.fine, args.out, args.which, args.segment_out, args.note, args.coarse_threshold)
+    from ..core.errors import InputError
+
+    if (args.coarse is None) != (args.fine is None) or (args.coarse is None and args.vessels is None):
+        raise InputError("give --coarse and --fine together, and/or --vessels")
+    if args.coarse is not None:
+        export_models(args.coarse, args.fine, args.out, args.which, args.segment_out, args.note, args.coarse_threshold)
+    if args.vessels is not None:
+        from ..training.vessels import export_vessels
+
+        export_vessels(args.vessels, args.out, args.which)
     manifest = ModelManifest.read(args.out)
-    for kind in ("coarse", "fine"):
-        e = manifest[kind]
+    for kind in ("coarse", "fine", "vessels"):
+        e = manifest.get(kind)
+        if e is None:
+            continue
         print(f"{kind}: {Path(args.out) / e['file']} ({e['size_bytes'] / 1e6:.1f} MB, sha256 {e['sha256'][:12]}...)")
     print(f"manifest: {manifest.model_dir / 'manifest.json'}")
     return 0

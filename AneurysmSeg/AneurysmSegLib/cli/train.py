@@ -26,7 +26,11 @@ def _ints(text: str) -> list[int]:
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("stage", choices=["coarse", "fine"], help="coarse = DeepMedic detector, fine = SE 3D U-Net")
+    p.add_argument("stage", choices=["coarse", "fine", "vessels"],
+                   help="coarse = DeepMedic detector, fine = SE 3D U-Net, vessels = the learnt artery tree "
+                        "(tiny U-Net on the coarse grid; needs vessels_visible.nii.gz; an epoch = --steps-per-epoch "
+                        "steps between validations, --widths = its three widths, --val is not used: every "
+                        "8th case validates)")
     p.add_argument("--data", nargs="+", required=True, metavar="DIR",
                    help="ADAM-layout folders: a case folder or a folder of cases (label 2 becomes background)")
     p.add_argument("--out", required=True, metavar="RUNDIR", help="run folder: checkpoints, metrics.csv, summary.json")
@@ -69,6 +73,15 @@ def run(args: argparse.Namespace) -> int:
     from ..training.run import TrainConfig, run_training
 
     command = "aneurysmseg " + " ".join(sys.argv[1:]) if sys.argv and "train" in sys.argv else ""
+    if args.stage == "vessels":
+        from ..training.vessels import VesselTrainConfig, train_vessels
+
+        every = args.steps_per_epoch or 250
+        train_vessels(VesselTrainConfig(
+            data=args.data, out=args.out, cache=args.cache, steps=(args.epochs or 12) * every, eval_every=every,
+            batch=args.batch or 4, lr=args.lr or 2e-3, seed=args.seed, widths=args.widths or (8, 16, 16),
+            max_minutes=args.max_minutes, threads=args.threads or 1, resume=args.resume, command=command))
+        return 0
     run_training(TrainConfig(
         stage=args.stage, data=args.data, out=args.out, val=args.val, folds=args.folds, fold=args.fold,
         epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, batch=args.batch, lr=args.lr, seed=args.seed,

@@ -59,7 +59,7 @@ def _spacing3(sp: Any) -> tuple[float, float, float]:
 
 
 def release_record(path: Path | None = None) -> dict[str, str]:
-    """File name -> sha256 of the bundled export (manifest.json and both weights); {} when not recorded."""
+    """File name -> sha256 of the bundled export (manifest.json and the weights); {} when not recorded."""
     try:
         tree = ast.parse((path or RELEASE_RECORD).read_text(encoding="utf-8"))
         files = next(ast.literal_eval(node.value) for node in tree.body if isinstance(node, ast.Assign)
@@ -73,7 +73,7 @@ def release_record_text(model_dir: str | os.PathLike) -> str:
     """The record of an exported folder (what :data:`RELEASE_RECORD` holds for the bundled weights)."""
     folder = Path(model_dir)
     data = json.loads((folder / MANIFEST_NAME).read_text(encoding="utf-8"))
-    names = [MANIFEST_NAME] + [str(data[kind]["file"]) for kind in ("coarse", "fine")]
+    names = [MANIFEST_NAME] + [str(data[kind]["file"]) for kind in ("coarse", "fine", "vessels") if kind in data]
     lines = "".join(f"    {name!r}: {sha256_file(folder / name)!r},\n" for name in names)
     return ('"""sha256 of the bundled weights as `aneurysmseg export` wrote them into Resources/Models.\n\n'
             "Written by the export, kept inside the package so that the bundled folder is checked against\n"
@@ -116,6 +116,12 @@ class ModelManifest:
                        if not isinstance(entry, dict) or k not in entry]
             if missing:
                 raise ModelError(f"model manifest {path}: '{kind}' lacks {', '.join(missing)}: {HOW_TO_FIX}")
+        vessels = data.get("vessels")  # optional: the learnt artery tree (manifests before it have none)
+        if vessels is not None:
+            missing = [k for k in ("file", "sha256", "spacing_mm", "in_channels")
+                       if not isinstance(vessels, dict) or k not in vessels]
+            if missing:
+                raise ModelError(f"model manifest {path}: 'vessels' lacks {', '.join(missing)}: {HOW_TO_FIX}")
         record = release_record()
         release = bool(record) and sha256_file(path) == record.get(MANIFEST_NAME)
         if not release and folder.resolve() == default_model_dir().resolve():
@@ -167,6 +173,17 @@ class ModelManifest:
         """Output tile size (a multiple of 3) for dense coarse inference; input is this + context."""
         return int(self.data["coarse"].get("segment_out", 45))
 
+    @property
+    def vessels(self) -> dict[str, Any] | None:
+        """The learnt artery tree's entry (file, sha256, threshold, ...); None when the weights have none."""
+        entry = self.data.get("vessels")
+        return dict(entry) if isinstance(entry, dict) else None
+
+    @property
+    def vessel_threshold(self) -> float:
+        """The vessel probability above which a voxel is artery (0.5 when the entry does not say)."""
+        return float((self.vessels or {}).get("probability_threshold", 0.5))
+
     def summary(self) -> dict[str, Any]:
         """What a report says about the weights: files, sha256, geometry, how they were trained."""
         keep = ("file", "sha256", "spacing_mm", "in_channels", "segment_out", "context", "voi_size")
@@ -176,6 +193,8 @@ class ModelManifest:
             "created_utc": self.data.get("created_utc"),
             "coarse": {k: self.data["coarse"][k] for k in keep if k in self.data["coarse"]},
             "fine": {k: self.data["fine"][k] for k in keep if k in self.data["fine"]},
+            **({"vessels": {k: self.data["vessels"][k] for k in keep + ("probability_threshold",)
+                            if k in self.data["vessels"]}} if self.vessels else {}),
             "checked_against": "the checksums recorded in the AneurysmSeg package (its bundled weights)"
             if self.release else "the folder's own manifest.json (weights exported outside this release)",
             "training": training.get("description", training) if isinstance(training, dict) else training,

@@ -144,6 +144,22 @@ def write_manifest(
     return out
 
 
+def add_manifest_entry(model_dir: str | os.PathLike, key: str, info: dict) -> Path:
+    """Add (or replace) the ``key`` entry of ``model_dir``'s manifest.json (e.g. ``vessels``, the learnt
+    artery tree): ``info`` as for :func:`write_manifest`, sha256 and size computed here; the other
+    entries are kept as they are. Written atomically; returns its path."""
+    model_dir = Path(model_dir)
+    path = model_dir / MANIFEST_NAME
+    if not path.is_file():
+        raise ModelError(f"cannot add '{key}' to {path}: it does not exist (export the networks first)")
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    manifest[key] = _entry(model_dir, info, key)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
 def read_manifest(model_dir: str | os.PathLike | None = None) -> dict:
     """The checked manifest as a plain dict (see :class:`ModelManifest` for the typed view)."""
     return ModelManifest.read(model_dir).data
@@ -189,6 +205,7 @@ class LoadedModels:
     fine: torch.jit.ScriptModule
     manifest: ModelManifest
     device: torch.device
+    vessels: torch.jit.ScriptModule | None = None  #: the learnt artery tree (None: the half-maximum rule)
 
     @property
     def model_dir(self) -> Path:
@@ -205,13 +222,16 @@ class LoadedModels:
 
 
 def load_models(model_dir: str | os.PathLike | None = None, device: str | torch.device = "auto") -> LoadedModels:
-    """Read the manifest, verify both files' sha256 and load them on ``device`` in eval mode."""
+    """Read the manifest, verify the files' sha256 and load them on ``device`` in eval mode (the
+    vessel network only when the manifest has one)."""
     dev = resolve_device(device)
     manifest = ModelManifest.read(model_dir)
     loaded = {}
-    for kind in ("coarse", "fine"):
-        entry = manifest[kind]
+    for kind in ("coarse", "fine", "vessels"):
+        entry = manifest.get(kind)
+        if entry is None:  # only "vessels" is optional (the manifest reader checked the others)
+            continue
         path = manifest.model_dir / entry["file"]
         verify_file(path, entry["sha256"])
         loaded[kind] = _load_script(path, dev, manifest.get("torch_version"))
-    return LoadedModels(loaded["coarse"], loaded["fine"], manifest, dev)
+    return LoadedModels(loaded["coarse"], loaded["fine"], manifest, dev, loaded.get("vessels"))

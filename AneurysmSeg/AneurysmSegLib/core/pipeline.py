@@ -25,6 +25,7 @@ from ..stages import detect as detect_stage
 from ..stages import refine as refine_stage
 from ..stages.measure import measure_labels
 from ..stages.morphology import describe_aneurysms
+from ..stages.vessels import preprocess_options as vessel_options
 from .errors import Cancelled, InputError, InputWarning
 from .geometry import Image
 from .models import LoadedModels
@@ -150,7 +151,7 @@ def _segment(image: Image, models: LoadedModels, given: list[Seed], detect: bool
     if pre is None:
         prog.report(0.0, "preprocessing")
         t = time.perf_counter()
-        pre = preprocess(image, coarse_spacing=models.coarse_spacing[0])
+        pre = preprocess(image, coarse_spacing=models.coarse_spacing[0], **vessel_options(models))
         timings["preprocess"] = time.perf_counter() - t
         prog.stage("preprocessing")(1.0)
     _check(cancel)
@@ -201,4 +202,4 @@ def _segment(image: Image, models: LoadedModels, given: list[Seed], detect: bool
 
 def prepare(image: Image, models: LoadedModels) -> Preprocessed:
     """The preprocessing ``segment`` would run, for callers that keep it to refine later."""
-    return preprocess(image, coarse_spacing=models.coarse_spacing[0])
+    return preprocess(image, coarse_spacing=models.coarse_spacing[0], **vessel_options(models))

@@ -95,12 +95,13 @@ def explain_case(ref: CaseRef, models: Any, threshold: float | None = None, flip
     from ..io import images as io
     from ..preprocess import preprocess
     from ..stages import detect as det
+    from ..stages.vessels import preprocess_options as vessel_options
 
     thr = models.detection_threshold if threshold is None else float(threshold)
     image = io.read_image(ref.image_path)
     labels = sitk.GetArrayFromImage(sitk.ReadImage(str(ref.label_path)))
     t = time.time()
-    pre = preprocess(image, coarse_spacing=models.coarse_spacing[0])
+    pre = preprocess(image, coarse_spacing=models.coarse_spacing[0], **vessel_options(models))
     merge_mm = models.voi_size * models.fine_spacing[0] / 4
     found = det.detect(pre, models.coarse, segment_out=None, context=models.coarse_context, device=models.device,
                        threshold=thr, merge_distance_mm=merge_mm, flip=flip)

@@ -30,12 +30,14 @@ from .grids import COARSE_SPACING_MM, FINE_SPACING_MM, VOI_SIZE, _resample_sitk,
 from .masks import STATS_EROSION_MM, brain_mask, head_and_depth, head_statistics, non_arterial, zscore
 from .prepared import Preprocessed
 from .survey import FULL_HEAD, SLAB, VESSELS_ONLY, InputSummary, inspect_input, paper_view
+from .vessels import VesselModel, tree_from_probability, vessel_features
 
 __all__ = [  # the package's API; the submodules hold the parts (grids, masks, arteries, channels)
     "COARSE_SPACING_MM", "FINE_SPACING_MM", "InputSummary", "PREPROCESS_VERSION", "ROI_MARGIN_MM", "VOI_SIZE",
     "Preprocessed", "arteries_on",
     "coarse_grid", "coarse_roi", "contour_channel", "extract_arteries", "grid_around", "head_and_depth",
-    "preprocess", "resample", "roi_around_arteries", "voi_channels", "zscore", "zscored_on",
+    "preprocess", "resample", "roi_around_arteries", "voi_channels", "zscore", "zscored_on", "VesselModel",
+    "vessel_features",
 ]
 
 #: Version of what preprocessing produces (masks, z-score, channels). Training caches are keyed on it:
@@ -67,7 +69,12 @@ NO_ARTERIES_WARNING = ("no arteries found: is this a TOF-MRA? The detector searc
                        "instead of the vessel region")
 
 
-def preprocess(image: Image, coarse_spacing: float = COARSE_SPACING_MM, adapt: bool = True) -> Preprocessed:
+#: Default cut of the learnt vessel probability (the model's manifest entry gives its own).
+VESSEL_THRESHOLD = 0.5
+
+
+def preprocess(image: Image, coarse_spacing: float = COARSE_SPACING_MM, adapt: bool = True,
+               vessels: VesselModel | None = None, vessel_threshold: float = VESSEL_THRESHOLD) -> Preprocessed:
     """Head, statistics, intracranial region and arteries of one scan, all on the coarse grid.
 
     The input is surveyed first (:func:`survey.inspect_input`): a full head or slab with its scalp takes the
@@ -77,6 +84,11 @@ def preprocess(image: Image, coarse_spacing: float = COARSE_SPACING_MM, adapt: b
     the whole foreground, each with a warning in ``Preprocessed.warnings``. ``adapt=False`` forces
     the paper's branch on any input with a global significance (what the pipeline did before the input
     check and the bias-following significance; the benchmark's baseline).
+
+    ``vessels`` (a learnt vessel model, ``stages.vessels.VesselSegmenter``) makes the artery tree the
+    coarse voxels whose vessel probability exceeds ``vessel_threshold``; the half-maximum tree is kept
+    as ``classical_arteries`` (the fine network's contour channel was trained on it). Without a model
+    the half-maximum tree is the tree.
     """
     validate_image(image)
     src = image.geometry
@@ -130,6 +142,11 @@ def preprocess(image: Image, coarse_spacing: float = COARSE_SPACING_MM, adapt: b
         thr = level + SIGNIFICANCE_SD * sigma
         arteries = extract_arteries(z, sp, brain, thr, tissue=local, zero=zero)
         arteries &= ~non_arterial(arteries, depth, sp)  # what the local rule found at the scalp's edge
+    classical, probability = arteries, None
+    if vessels is not None:
+        features = vessel_features(z, brain, local if local is not None else level, level, thr, zero)
+        probability = np.asarray(vessels(features), dtype=np.float32)
+        arteries = tree_from_probability(probability, vessel_threshold, sp)
     voxel_mm3 = float(np.prod(sp))
     region = view.foreground if view.field_of_view == VESSELS_ONLY else head
     fraction = float(arteries.sum()) / max(1, int(region.sum()))
@@ -149,7 +166,8 @@ def preprocess(image: Image, coarse_spacing: float = COARSE_SPACING_MM, adapt: b
     return Preprocessed(image=image, mean=mean, std=std, artery_threshold=thr, tissue_level=level,
                         coarse=Image(z, grid, image.source), coarse_head=head, coarse_brain=brain,
                         coarse_arteries=arteries, background=background, coarse_tissue=local,
-                        input=summary, warnings=warnings, roi_fallback=not found, zero_level=zero, _sitk_image=img_sitk)
+                        input=summary, warnings=warnings, roi_fallback=not found, zero_level=zero, _sitk_image=img_sitk,
+                        classical_arteries=classical, coarse_vessels=probability, vessel_threshold=vessel_threshold)
 
 
 def _tissue_statistics(raw: np.ndarray, head: np.ndarray, depth: np.ndarray) -> tuple[float, float]:

@@ -50,20 +50,36 @@ def zscored_on(pre: Preprocessed, dst: Geometry, shape_zyx: Sequence[int]) -> np
     return zscore(raw, pre.mean, pre.std)
 
 
+#: How the artery mask on a finer grid follows a learnt tree: "gated" = the half-maximum rule on that grid
+#: within GATE_MM of the learnt coarse tree (the learnt tree decides where vessels are, the image at its
+#: own resolution where their walls are); "probability" = the learnt probability resampled linearly,
+#: above its threshold. Chosen by measurement (docs/training.md, the learnt artery tree).
+LEARNT_MASK = "gated"
+MASK_RULES = ("gated", "probability")
+
+
 def arteries_on(pre: Preprocessed, dst: Geometry, shape_zyx: Sequence[int],
-                zscored: np.ndarray | None = None) -> np.ndarray:
+                zscored: np.ndarray | None = None, learnt: bool = True, rule: str = LEARNT_MASK) -> np.ndarray:
     """Artery mask at the resolution of any grid (a VOI, or the input grid for evaluation).
 
-    Voxels of the resampled original above the artery threshold, kept only within ``GATE_MM`` of the
-    coarse artery tree, which already excludes the rim, the skull and isolated specks.
+    Voxels of the resampled original above the artery threshold (the half-maximum rule), kept only
+    within ``GATE_MM`` of the coarse artery tree, which already excludes the rim, the skull and
+    isolated specks. The tree is the learnt one when preprocessing had a vessel network and
+    ``learnt``, else the half-maximum tree; with a learnt tree, ``rule="probability"`` returns the
+    learnt probability resampled linearly above its threshold instead (:data:`LEARNT_MASK`).
     """
+    if rule not in MASK_RULES:
+        raise ValueError(f"rule must be one of {MASK_RULES}, got {rule!r}")
+    use_learnt = learnt and pre.coarse_vessels is not None
+    if use_learnt and rule == "probability":
+        return pre.vessels_on(dst, shape_zyx) > pre.vessel_threshold
     if zscored is None:
         zscored = zscored_on(pre, dst, shape_zyx)
-    tree = pre.coarse_arteries
+    tree = pre.coarse_arteries if use_learnt else pre.half_maximum_tree
     if not tree.any():
         return np.zeros(tuple(shape_zyx), dtype=bool)
     # linear > 0: within one coarse voxel of the tree; the ball adds the rest of GATE_MM
-    gate = _resample_sitk(pre.sitk_arteries(), dst, shape_zyx, True, 0.0) > 1e-3
+    gate = _resample_sitk(pre.sitk_tree(use_learnt), dst, shape_zyx, True, 0.0) > 1e-3
     radius = GATE_MM - pre.coarse.geometry.spacing[0] / 2.0
     if radius > 0:
         gate = ndimage.binary_dilation(gate, structure=_ball(radius, dst.spacing_zyx))
@@ -73,12 +89,14 @@ def arteries_on(pre: Preprocessed, dst: Geometry, shape_zyx: Sequence[int],
 
 
 def voi_channels(pre: Preprocessed, center_lps: Sequence[float], size: int = VOI_SIZE,
-                 spacing: float = FINE_SPACING_MM, channels: int = 2) -> tuple[np.ndarray, Geometry]:
+                 spacing: float = FINE_SPACING_MM, channels: int = 2,
+                 learnt_contour: bool = False) -> tuple[np.ndarray, Geometry]:
     """(channels, size, size, size) float32 for the fine network + the VOI grid geometry.
 
     Channel 0: z-scored original image on the VOI grid (linear). Channel 1 (if ``channels == 2``):
     the vessel contour (:func:`contour_channel`) of the VOI's artery mask. A VOI reaching outside the
-    image is padded with air, not an error.
+    image is padded with air, not an error. The contour comes from the half-maximum mask, which the
+    bundled fine network was trained on, unless ``learnt_contour`` (then from the learnt tree).
     """
     if channels not in (1, 2):
         raise ValueError(f"channels must be 1 or 2, got {channels}")
@@ -88,5 +106,5 @@ def voi_channels(pre: Preprocessed, center_lps: Sequence[float], size: int = VOI
     out = np.empty((channels,) + shape, dtype=np.float32)
     out[0] = z
     if channels == 2:
-        out[1] = contour_channel(arteries_on(pre, geom, shape, zscored=z), (spacing,) * 3)
+        out[1] = contour_channel(arteries_on(pre, geom, shape, zscored=z, learnt=learnt_contour), (spacing,) * 3)
     return out, geom
