@@ -127,7 +127,9 @@ def child_pipeline(case_dir: Path, model_dir: Path, trained: bool, threads: int,
     from AneurysmSegLib.stages.detect import cover_boxes
 
     # Box statistics (recomputed outside the timed run; cheap next to it).
-    pre = preprocess(image, coarse_spacing=models.coarse_spacing[0])
+    from AneurysmSegLib.stages.vessels import preprocess_options
+
+    pre = preprocess(image, coarse_spacing=models.coarse_spacing[0], **preprocess_options(models))  # as segment()
     roi = coarse_roi(pre, margin_mm=ROI_MARGIN_MM)
     boxes = cover_boxes(roi)
     return {
