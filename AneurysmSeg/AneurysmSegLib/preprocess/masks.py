@@ -192,6 +192,22 @@ def _upsample_linear(low: np.ndarray, factors: Sequence[int], spacing_zyx: Seque
     return resample(low, coarse, fine, shape_zyx, linear=True)
 
 
+def above_background(a: np.ndarray, lo: float, hi: float, spacing_zyx: Sequence[float], sigma_mm: float,
+                     box: tuple[slice, ...] | None = None) -> np.ndarray:
+    """Voxels brighter than the background: Otsu on a log-scaled copy of ``a`` (``lo``..``hi`` mapped to
+    0..100 before the log, so the threshold does not depend on the intensity convention) smoothed by
+    ``sigma_mm``; the threshold is found inside ``box`` (a scan padded in its matrix) and nothing outside
+    it is foreground. Shared by the head mask and the input check."""
+    scaled = np.log1p(np.clip((a - lo) / (hi - lo), 0, None) * 100.0)
+    smooth = ndimage.gaussian_filter(scaled, sigma=[sigma_mm / s for s in spacing_zyx], mode="nearest")
+    values = smooth[box] if box is not None else smooth
+    step = max(1, values.size // 1_000_000)
+    mask = smooth > _air_tissue_threshold(values.ravel()[::step])
+    if box is not None:
+        mask &= _box_mask(a.shape, box)
+    return mask
+
+
 def _head_low(a: np.ndarray, spacing_zyx: Sequence[float], valid: tuple[slice, ...] | None = None) -> np.ndarray:
     """Head mask of an (already down-sampled) image: threshold, components, closing, holes.
 
@@ -204,13 +220,7 @@ def _head_low(a: np.ndarray, spacing_zyx: Sequence[float], valid: tuple[slice, .
         lo, hi = float(inside.min()), float(inside.max())
     if hi <= lo:
         raise InputError("the image is constant; it holds no head")
-    scaled = np.log1p(np.clip((a - lo) / (hi - lo), 0, None) * 100.0)
-    smooth = ndimage.gaussian_filter(scaled, sigma=[1.0 / s for s in spacing_zyx], mode="nearest")
-    values = smooth[valid] if valid is not None else smooth
-    step = max(1, values.size // 1_000_000)
-    mask = smooth > _air_tissue_threshold(values.ravel()[::step])
-    if valid is not None:
-        mask &= _box_mask(a.shape, valid)
+    mask = above_background(a, lo, hi, spacing_zyx, 1.0, valid)
     labels, n = ndimage.label(mask)
     if n == 0:
         raise InputError("no head found in the image (nothing brighter than the background)")

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 from scipy import ndimage
 
-from .masks import (_air_tissue_threshold, _block_mean, _head_low, _mask_factors, _robust_range, _upsample_nearest,
+from .masks import (_block_mean, _head_low, _mask_factors, _robust_range, _upsample_nearest, above_background,
                     depth_from_low, head_and_depth)
 
 FULL_HEAD = "full head"
@@ -202,13 +202,4 @@ def _foreground(low: np.ndarray, lo: float, hi: float, low_sp: Sequence[float],
     its threshold found inside the scan's ``box``."""
     if hi <= lo:
         return np.zeros(low.shape, dtype=bool)
-    scaled = np.log1p(np.clip((low - lo) / (hi - lo), 0, None) * 100.0)
-    smooth = ndimage.gaussian_filter(scaled, sigma=[0.5 / s for s in low_sp], mode="nearest")
-    values = smooth[box] if box is not None else smooth
-    step = max(1, values.size // 1_000_000)
-    fg = smooth > _air_tissue_threshold(values.ravel()[::step])
-    if box is not None:
-        outside = np.ones(low.shape, dtype=bool)
-        outside[box] = False
-        fg &= ~outside
-    return fg
+    return above_background(low, lo, hi, low_sp, 0.5, box)
