@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from .geometry import Geometry, lps_to_ras
+from .terminology import aneurysm_name
 
 
 @dataclass
@@ -118,8 +119,7 @@ class Aneurysm:
     @property
     def name(self) -> str:
         """"Aneurysm 1 - right MCA bifurcation" (the site when it is known)."""
-        where = self.morphology.location if self.morphology is not None else ""
-        return f"Aneurysm {self.id}" + (f" - {where}" if where else "")
+        return aneurysm_name(self.id, self.morphology.location if self.morphology is not None else None)
 
     @property
     def centroid_ras(self) -> tuple[float, float, float]:

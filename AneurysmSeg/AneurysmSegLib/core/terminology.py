@@ -184,6 +184,12 @@ def location_of(aneurysm: Any) -> tuple[str | None, str | None]:
     return (str(site) if site else None, str(side) if side else None)
 
 
+def aneurysm_name(number: int | str, location: str | None = None) -> str:
+    """"Aneurysm 1 - right MCA bifurcation": the one spelling of a finding's name (files, Slicer
+    segments, tables), the site appended when the morphology stage placed it."""
+    return f"Aneurysm {number}" + (f" - {location}" if location else "")
+
+
 def segment_name(aneurysm: Any) -> str:
     """The aneurysm's own name when its record has one ("Aneurysm 1 - right MCA bifurcation"), else
     "Aneurysm N", N its label value in the label image."""

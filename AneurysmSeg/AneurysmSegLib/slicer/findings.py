@@ -27,7 +27,7 @@ from vtk.util import numpy_support
 from ..core.errors import InputError
 from ..core.geometry import lps_to_ras
 from ..core.result import Aneurysm, SegmentationResult
-from ..core.terminology import aneurysm_terminology, location_of, segment_color
+from ..core.terminology import aneurysm_name, aneurysm_terminology, location_of, segment_color
 from . import scene
 from .scene import SeedPoint, seedNumbering, seedPoints
 
@@ -220,8 +220,7 @@ def _writeFinding(segmentationNode, volumeNode, point: SeedPoint, aneurysm: Aneu
     match = scene.SEED_NUMBER.match(point.label)
     number = int(match.group(1)) if match else 0
     # "Aneurysm N" belongs to seed SN; names, colours and codes as in every exported file (core.terminology)
-    where = aneurysm.morphology.location if aneurysm.morphology is not None else ""
-    name = f"Aneurysm {number or point.label}" + (f" - {where}" if where else "")  # "Aneurysm 1 - right MCA bifurcation"
+    name = aneurysm_name(number or point.label, aneurysm.morphology.location if aneurysm.morphology is not None else None)
     segmentation.AddEmptySegment(segmentId, name, segment_color(max(number - 1, 0)))
     segment = segmentation.GetSegment(segmentId)
     # vtkSegment.SetTerminology exists only from Slicer 5.10: set the tag it sets
