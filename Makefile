@@ -19,8 +19,9 @@ $(STAMP): requirements.txt pyproject.toml
 demo: $(STAMP)
 	$(BIN)/aneurysmseg demo --output demo-output
 
+# two workers: the suite is mostly single-threaded tests (torch is held to one thread in Testing/conftest.py)
 test: $(STAMP)
-	$(BIN)/python -m pytest -q Testing
+	$(BIN)/python -m pytest -q -n 2 Testing
 
 clean:
 	rm -rf $(VENV) demo-output
