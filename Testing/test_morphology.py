@@ -57,6 +57,26 @@ def test_sphere_on_cylinder_neck_dome_and_parent(r, R, c):
     assert len(m.neck_curve_lps) >= 8 and m.ostium_area_mm2 > 0
 
 
+def test_a_branch_lying_on_the_sac_stays_out_of_the_neck():
+    """A branch leaving the parent beside the neck and running up the sac wall touches the sac in a
+    strip that joins the neck into one loop; the neck is still the ostium on the parent."""
+    sac, vessel, geom, truth = sphere_on_cylinder(1.5, 3.0, 3.5)
+    n = sac.shape[0]
+    ax = (np.arange(n) - n / 2) * 0.35
+    z, y, x = np.meshgrid(ax + 3.5 / 2, ax, ax, indexing="ij")
+    branch = ((x - 3.4) ** 2 + y ** 2 <= 0.8 ** 2) & (z >= 0) & (z <= 6.0)  # 0.4 mm into the sphere's side
+    sac &= ~branch
+    patch_only = M.measure_morphology(sac, vessel | branch, geom)
+    assert patch_only.neck_width_mm == pytest.approx(truth["width"], abs=0.5)
+    assert patch_only.dome_height_mm == pytest.approx(truth["height"], abs=0.3)
+    # the whole loop, strip included, is much wider: what the patch opening removes
+    union = M.closed_surface(sac | vessel | branch, geom.spacing, smoothing=0.0)
+    field = M.signed_distance(sac, geom.spacing_zyx) - M.signed_distance(vessel | branch, geom.spacing_zyx)
+    g = ndimage.map_coordinates(field, (union.points / np.asarray(geom.spacing))[:, ::-1].T, order=1)
+    loop = M.broadest_contact(M.zero_crossings(union, g + M.RIM_INSET_VOXELS * 0.35))
+    assert M.largest_diameter(loop) > truth["width"] + 1.0
+
+
 def test_coarse_voxels_are_measured_on_a_finer_grid():
     """At the phantoms' 0.7 mm voxels the neck found on the voxels themselves is about a voxel too wide
     (the blunt wedge where the sac meets its parent); interpolated onto a grid twice as fine it is not."""
