@@ -60,9 +60,10 @@ def vessel_cases(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def _cfg(data: Path, out: Path, stop_at: int, resume: bool = False) -> tv.VesselTrainConfig:
+def _cfg(data: Path, out: Path, stop_at: int, resume: bool = False, **kw) -> tv.VesselTrainConfig:
+    kw = {"widths": (2, 4, 4), **kw}
     return tv.VesselTrainConfig(data=[str(data)], out=out, cache=out.parent / "cache", steps=4, stop_at=stop_at, batch=2, patch=16,
-                                widths=(2, 4, 4), val_every=3, eval_every=2, resume=resume, seed=3)
+                                val_every=3, eval_every=2, resume=resume, seed=3, **kw)
 
 
 def test_training_resumes_exactly_and_exports_into_a_manifest(vessel_cases: Path, tmp_path: Path) -> None:
@@ -91,6 +92,11 @@ def test_training_resumes_exactly_and_exports_into_a_manifest(vessel_cases: Path
     x = torch.randn(1, FEATURES, 16, 16, 16)
     with torch.no_grad():
         torch.testing.assert_close(loaded.vessels(x), eager(x))
+    # --init-from a model folder: its weights and widths (lr 0 keeps them through two steps)
+    tv.train_vessels(_cfg(vessel_cases, tmp_path / "c", 2, init_from=model_dir, lr=0.0, widths=(8, 16, 16)), log=lambda m: None)
+    c = torch.load(tmp_path / "c" / "last.pt", weights_only=True)
+    assert c["kind"] == "vessels" and c["hyperparameters"]["widths"] == [2, 4, 4]
+    assert all(torch.equal(c["model"][k], v) for k, v in eager.state_dict().items())
     path.write_bytes(path.read_bytes() + b"\0")
     with pytest.raises(ModelError, match="sha256"):
         models.load_models(model_dir, device="cpu")

@@ -80,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
         train_vessels(VesselTrainConfig(
             data=args.data, out=args.out, cache=args.cache, steps=(args.epochs or 12) * every, eval_every=every,
             batch=args.batch or 4, lr=args.lr or 2e-3, seed=args.seed, widths=args.widths or (8, 16, 16),
-            max_minutes=args.max_minutes, threads=args.threads or 1, resume=args.resume, command=command))
+            max_minutes=args.max_minutes, threads=args.threads or 1, resume=args.resume, init_from=args.init_from,
+            command=command))
         return 0
     run_training(TrainConfig(
         stage=args.stage, data=args.data, out=args.out, val=args.val, folds=args.folds, fold=args.fold,

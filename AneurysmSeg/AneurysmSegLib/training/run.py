@@ -200,11 +200,14 @@ def initial_weights(source: str | Path, stage: str) -> tuple[dict[str, Any], dic
         from ..core.models import load_models
 
         models = load_models(path, "cpu")
-        script = models.coarse if stage == "coarse" else models.fine
+        script = {"coarse": models.coarse, "fine": models.fine, "vessels": models.vessels}[stage]
+        if script is None:
+            raise InputError(f"the models in {path} have no {stage} network")
         return dict(models.manifest[stage]["hyperparameters"]), dict(script.state_dict())
     if path.is_file():
         ck = load_checkpoint(path)
-        if ck.get("kind") != stage:
+        kind = ck.get("kind", "vessels" if "best_threshold" in ck else None)  # vessel runs before "kind"
+        if kind != stage:
             raise InputError(f"{path} holds a {ck.get('kind')} network, not a {stage} one")
         return dict(ck["hyperparameters"]), dict(ck["model"])
     raise InputError(f"initial weights {source}: expected a model folder with manifest.json or a checkpoint file")

@@ -38,6 +38,7 @@ from .. import preprocess as pp
 from ..preprocess.vessels import RISE_SCALE, tree_from_probability
 from .checkpoints import load_checkpoint, plain
 from .data import CaseRef, find_cases, read_vessels, training_labels
+from .run import initial_weights
 
 #: Patches per case: around vessel voxels, around bright non-vessel voxels, anywhere in the head.
 PER_CASE = {"vessel": 24, "bright": 12, "head": 12}
@@ -66,6 +67,7 @@ class VesselTrainConfig:
     stop_at: int | None = None  #: pause after this step (resume later with ``resume``)
     threads: int = 1
     resume: bool = False
+    init_from: str | Path | None = None  #: start from these weights (a vessel run's checkpoint or a model folder)
     command: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -203,7 +205,7 @@ def validate(model: torch.nn.Module, x: np.ndarray, y: np.ndarray) -> dict[str, 
 
 def _save(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, state: dict) -> None:
     tmp = path.with_suffix(".tmp")
-    torch.save(plain({"model": model.state_dict(), "optimizer": opt.state_dict(), **state}), tmp)
+    torch.save(plain({"kind": "vessels", "model": model.state_dict(), "optimizer": opt.state_dict(), **state}), tmp)
     tmp.replace(path)
 
 
@@ -223,17 +225,23 @@ def train_vessels(cfg: VesselTrainConfig, log: Callable[[str], None] = _stderr) 
     vx, vy = _load(build_cache(val_refs, cache, cfg.patch, cfg.seed, log)) if val_refs else (x[:0], y[:0])
     log(f"vessels: {len(train_refs)} training cases ({len(x)} patches), {len(val_refs)} validation cases "
         f"({len(vx)} patches)")
-    model = VesselUNet(widths=cfg.widths, seed=cfg.seed)
+    ck = load_checkpoint(out / "last.pt") if cfg.resume and (out / "last.pt").is_file() else None
+    init = initial_weights(cfg.init_from, "vessels") if cfg.init_from and ck is None else None
+    hp = ck["hyperparameters"] if ck is not None else init[0] if init is not None else None
+    model = VesselUNet(**hp, seed=cfg.seed) if hp else VesselUNet(widths=cfg.widths, seed=cfg.seed)
+    if init is not None:
+        model.load_state_dict(init[1])
+        log(f"initial weights from {cfg.init_from}")
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     state = {"step": 0, "best": -1.0, "best_step": 0, "cpu_s": 0.0, "best_threshold": 0.5}
-    if cfg.resume and (out / "last.pt").is_file():
-        ck = load_checkpoint(out / "last.pt")
+    if ck is not None:
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         state = {k: ck[k] for k in state}
         log(f"resumed at step {state['step']}")
     config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()}
-    config.update(out=str(Path(cfg.out).resolve()), cache=str(cache.resolve()), data=[str(Path(d).resolve()) for d in cfg.data])
+    config.update(out=str(Path(cfg.out).resolve()), cache=str(cache.resolve()), data=[str(Path(d).resolve()) for d in cfg.data],
+                  init_from=str(Path(cfg.init_from).resolve()) if cfg.init_from else None)
     common = {"config": config, "hyperparameters": model.hyperparameters(),
               "preprocess_version": pp.PREPROCESS_VERSION, "train_cases": [r.name for r in train_refs],
               "val_cases": [r.name for r in val_refs]}
@@ -367,7 +375,8 @@ def export_vessels(run: str | Path, model_dir: str | Path, which: str = "best", 
         "preprocess_version": int(ck["preprocess_version"]),
         "training": {"command": ck["config"].get("command", ""), "steps": int(ck["step"]),
                      "cpu_s": round(float(ck["cpu_s"]), 1), "seed": ck["config"]["seed"],
-                     "data": ck["config"]["data"], "train_cases": len(ck["train_cases"]),
+                     "data": ck["config"]["data"], "init_from": ck["config"].get("init_from"),
+                     "train_cases": len(ck["train_cases"]),
                      "val_cases": len(ck["val_cases"]),
                      "validation_dice": round(float(ck["best"]), 4),
                      "validation_dice_input_grid": ck.get("input_grid_dice")},
