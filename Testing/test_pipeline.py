@@ -15,6 +15,7 @@ the verified manifest like the bundled ones:
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -306,3 +307,19 @@ def test_detection_threshold_defaults_to_the_manifests(scan: Image, tmp_path: Pa
     assert explicit is not None and np.array_equal(explicit.labels, loose.labels)
     with pytest.raises(InputError):
         pipeline.segment(scan, strict, detection_threshold=float("nan"))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="malloc_trim is glibc's")
+def test_freed_memory_goes_back_to_the_system_between_stages() -> None:
+    from AneurysmSegLib.core.memory import release_freed_memory
+
+    def rss_mb() -> float:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
+
+    blocks = [np.ones(8192) for _ in range(3000)]  # 64 kB each, from the heap, 190 MB
+    keep = blocks.pop()  # pins the heap's top, so free() alone cannot shrink it
+    del blocks
+    before = rss_mb()
+    assert release_freed_memory()
+    assert before - rss_mb() > 100 and keep.sum() == 8192

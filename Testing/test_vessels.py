@@ -33,6 +33,10 @@ def test_network_shapes_size_and_receptive_field() -> None:
         poked[0, :, 24, 24, 24] = 1.0
         changed = np.argwhere((net(poked) - net(x)).abs()[0, 0].numpy() > 0)
     assert changed.min() >= 24 - RECEPTIVE_HALF_WIDTH and changed.max() <= 24 + RECEPTIVE_HALF_WIDTH
+    r = torch.randn(1, FEATURES, 8, 12, 16)  # inference runs in place: same values as with autograd
+    with torch.inference_mode():
+        lean = net(r)
+    assert torch.equal(lean, net(r))
 
 
 def test_slabs_give_the_whole_volume_result_and_nothing_outside_the_region() -> None:
@@ -61,9 +65,9 @@ def vessel_cases(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _cfg(data: Path, out: Path, stop_at: int, resume: bool = False, **kw) -> tv.VesselTrainConfig:
-    kw = {"widths": (2, 4, 4), **kw}
+    kw = {"widths": (2, 4, 4), "val_every": 3, **kw}
     return tv.VesselTrainConfig(data=[str(data)], out=out, cache=out.parent / "cache", steps=4, stop_at=stop_at, batch=2, patch=16,
-                                val_every=3, eval_every=2, resume=resume, seed=3, **kw)
+                                eval_every=2, resume=resume, seed=3, **kw)
 
 
 def test_training_resumes_exactly_and_exports_into_a_manifest(vessel_cases: Path, tmp_path: Path) -> None:
@@ -93,7 +97,8 @@ def test_training_resumes_exactly_and_exports_into_a_manifest(vessel_cases: Path
     with torch.no_grad():
         torch.testing.assert_close(loaded.vessels(x), eager(x))
     # --init-from a model folder: its weights and widths (lr 0 keeps them through two steps)
-    tv.train_vessels(_cfg(vessel_cases, tmp_path / "c", 2, init_from=model_dir, lr=0.0, widths=(8, 16, 16)), log=lambda m: None)
+    tv.train_vessels(_cfg(vessel_cases, tmp_path / "c", 2, init_from=model_dir, lr=0.0, widths=(8, 16, 16), val_every=0),
+                     log=lambda m: None)
     c = torch.load(tmp_path / "c" / "last.pt", weights_only=True)
     assert c["kind"] == "vessels" and c["hyperparameters"]["widths"] == [2, 4, 4]
     assert all(torch.equal(c["model"][k], v) for k, v in eager.state_dict().items())

@@ -121,12 +121,13 @@ def child_pipeline(case_dir: Path, model_dir: Path, trained: bool, threads: int,
                          precision=precision, detector_flip=flip)
     wall = time.perf_counter() - t0
     cpu = time.process_time() - cpu0
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before the statistics below
     assert result is not None
     from AneurysmSegLib.preprocess import coarse_roi, preprocess
     from AneurysmSegLib.preprocess import ROI_MARGIN_MM
     from AneurysmSegLib.stages.detect import cover_boxes
 
-    # Box statistics (recomputed outside the timed run; cheap next to it).
+    # Box statistics (recomputed outside the timed and memory-measured run; cheap next to it).
     from AneurysmSegLib.stages.vessels import preprocess_options
 
     pre = preprocess(image, coarse_spacing=models.coarse_spacing[0], **preprocess_options(models))  # as segment()
@@ -135,7 +136,7 @@ def child_pipeline(case_dir: Path, model_dir: Path, trained: bool, threads: int,
     return {
         "timings": result.timings, "read_s": t_read, "load_models_s": t_load, "wall_s": wall, "cpu_s": cpu,
         "vois": len(result.seeds), "aneurysms": len(result.aneurysms),
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "rss_after_imports_mb": rss_imports,
+        "peak_rss_mb": peak_mb, "rss_after_imports_mb": rss_imports,
         "coarse_shape": list(pre.coarse.array.shape), "roi_fraction": float(roi.mean()),
         "boxes": len(boxes), "box_voxels": int(sum(np.prod(d) for _, d in boxes)),
     }

@@ -28,6 +28,7 @@ from ..stages.morphology import describe_aneurysms
 from ..stages.vessels import preprocess_options as vessel_options
 from .errors import Cancelled, InputError, InputWarning
 from .geometry import Image
+from .memory import release_freed_memory
 from .models import LoadedModels
 from .result import Seed, SegmentationResult
 
@@ -154,6 +155,7 @@ def _segment(image: Image, models: LoadedModels, given: list[Seed], detect: bool
         pre = preprocess(image, coarse_spacing=models.coarse_spacing[0], **vessel_options(models))
         timings["preprocess"] = time.perf_counter() - t
         prog.stage("preprocessing")(1.0)
+    release_freed_memory()  # each stage's freed arrays would otherwise sit under the next one's peak
     _check(cancel)
 
     if detect or "preprocess" in timings:  # the input check's findings, once per scan and detection
@@ -170,6 +172,7 @@ def _segment(image: Image, models: LoadedModels, given: list[Seed], detect: bool
         detected = found.seeds
         timings["detect"] = time.perf_counter() - t
         prog.stage("detection")(1.0)
+        release_freed_memory()
     seeds = detect_stage.combine_seeds(detected, given, use_detected=detect)
     _check(cancel)
 
@@ -186,6 +189,7 @@ def _segment(image: Image, models: LoadedModels, given: list[Seed], detect: bool
     refined = refine_stage.paste(predictions, image.geometry, image.array.shape)
     timings["paste"] = time.perf_counter() - t
     fine(1.0)
+    release_freed_memory()
     _check(cancel)
 
     t = time.perf_counter()

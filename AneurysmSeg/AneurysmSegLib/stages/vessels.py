@@ -45,7 +45,10 @@ class VesselSegmenter:
 
     def _run(self, block: np.ndarray) -> np.ndarray:
         pad = [(0, 0)] + [(0, (-n) % MULTIPLE) for n in block.shape[1:]]
-        x = torch.from_numpy(np.ascontiguousarray(np.pad(block, pad)))[None].to(self.device)
+        # Channels-last (channels_last_3d): oneDNN then convolves without reordering each layer's
+        # input and output into its blocked layout, copies the size of a full-resolution activation.
+        x = np.ascontiguousarray(np.moveaxis(np.pad(block, pad), 0, -1))
+        x = torch.from_numpy(x)[None].permute(0, 4, 1, 2, 3).to(self.device)
         with torch.inference_mode():
             p = torch.sigmoid(self.module(x))[0, 0].float().cpu().numpy()
         return p[: block.shape[1], : block.shape[2], : block.shape[3]]

@@ -375,12 +375,13 @@ def export_vessels(run: str | Path, model_dir: str | Path, which: str = "best", 
         "preprocess_version": int(ck["preprocess_version"]),
         "training": {"command": ck["config"].get("command", ""), "steps": int(ck["step"]),
                      "cpu_s": round(float(ck["cpu_s"]), 1), "seed": ck["config"]["seed"],
-                     "data": ck["config"]["data"], "init_from": ck["config"].get("init_from"),
-                     "train_cases": len(ck["train_cases"]),
+                     "data": ck["config"]["data"], "train_cases": len(ck["train_cases"]),
                      "val_cases": len(ck["val_cases"]),
                      "validation_dice": round(float(ck["best"]), 4),
                      "validation_dice_input_grid": ck.get("input_grid_dice")},
     }
+    if ck["config"].get("init_from"):
+        entry["training"]["init_from"] = ck["config"]["init_from"]
     add_manifest_entry(model_dir, "vessels", entry)
     if record is None and Path(model_dir).resolve() == default_model_dir().resolve():
         record = RELEASE_RECORD
