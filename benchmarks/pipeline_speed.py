@@ -6,7 +6,8 @@
    0.35 x 0.35 x 0.5 mm (``phantom.generate_case`` with that shape and spacing).
 2. Runs ``pipeline.segment`` on it in a fresh child process, as ``aneurysmseg segment`` would (read,
    load models, segment), and reports wall time per stage and the child's peak resident memory
-   (``resource.getrusage(...).ru_maxrss``: everything, torch included).
+   (``resource.getrusage(...).ru_maxrss``: everything, torch included, taken when the pipeline returns;
+   on Linux also the peak so far when each stage starts, which says in which stage it is reached).
 3. Baseline "paper, naive": the same preprocessing and fine stage, but DeepMedic run densely over the
    whole volume at native resolution in the manifest's inference segments; a sample of tiles is
    timed and the total extrapolated (stated in the output).
@@ -93,6 +94,15 @@ def true_seeds(case_dir: Path, geometry) -> list:
 # ------------------------------------------------------------------------------- the pipeline run
 
 
+def _hwm_mb() -> float | None:
+    """The process's peak resident memory so far (Linux ``VmHWM``), None elsewhere."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmHWM"))
+    except (OSError, StopIteration):
+        return None
+
+
 def child_pipeline(case_dir: Path, model_dir: Path, trained: bool, threads: int, precision: str,
                    flip: bool = False) -> dict:
     """What ``aneurysmseg segment`` does, timed; runs in a fresh process so ru_maxrss is its own."""
@@ -114,11 +124,17 @@ def child_pipeline(case_dir: Path, model_dir: Path, trained: bool, threads: int,
     t = time.perf_counter()
     models = load_models(model_dir, device="cpu")
     t_load = time.perf_counter() - t
+    stages: list[list] = []  # [stage, peak memory (MB) when it started]: where the peak is reached
+
+    def progress(fraction: float, message: str) -> None:
+        if not stages or stages[-1][0] != message:
+            stages.append([message, _hwm_mb()])
+
     if trained:
-        result = segment(image, models, precision=precision, detector_flip=flip)
+        result = segment(image, models, precision=precision, detector_flip=flip, progress=progress)
     else:
         result = segment(image, models, seeds=true_seeds(case_dir, image.geometry), detection_threshold=1.0 + 1e-6,
-                         precision=precision, detector_flip=flip)
+                         precision=precision, detector_flip=flip, progress=progress)
     wall = time.perf_counter() - t0
     cpu = time.process_time() - cpu0
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before the statistics below
@@ -136,7 +152,7 @@ def child_pipeline(case_dir: Path, model_dir: Path, trained: bool, threads: int,
     return {
         "timings": result.timings, "read_s": t_read, "load_models_s": t_load, "wall_s": wall, "cpu_s": cpu,
         "vois": len(result.seeds), "aneurysms": len(result.aneurysms),
-        "peak_rss_mb": peak_mb, "rss_after_imports_mb": rss_imports,
+        "peak_rss_mb": peak_mb, "rss_after_imports_mb": rss_imports, "peak_mb_at_stage_start": stages,
         "coarse_shape": list(pre.coarse.array.shape), "roi_fraction": float(roi.mean()),
         "boxes": len(boxes), "box_voxels": int(sum(np.prod(d) for _, d in boxes)),
     }
@@ -261,7 +277,9 @@ def markdown(res: dict, naive: dict, nn: dict, trained: bool, threads: int, comm
         f"| (CPU time of the whole run, all threads) | ({res['cpu_s']:.1f}) |",
         "",
         f"Peak resident memory of the run: {res['peak_rss_mb'] / 1024:.2f} GB "
-        f"(of which {res['rss_after_imports_mb'] / 1024:.2f} GB after importing torch and friends).",
+        f"(of which {res['rss_after_imports_mb'] / 1024:.2f} GB after importing torch and friends); peak so far "
+        "when each stage started: " + ", ".join(f"{name} {mb / 1024:.2f} GB" for name, mb in res["peak_mb_at_stage_start"]
+                                                 if mb is not None) + ".",
         "",
         "| method | time (s) | how measured | vs ours |",
         "|---|---|---|---|",

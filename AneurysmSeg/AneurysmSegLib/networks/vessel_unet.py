@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .blocks import Conv1x1, init_weights
+from .blocks import Conv1x1, init_weights, upsample3d
 
 #: Voxels each way on which one output voxel depends (measured: 19 before, 18 after; 20 is safe).
 RECEPTIVE_HALF_WIDTH = 20
@@ -48,18 +48,18 @@ class VesselUNet(nn.Module):
     def hyperparameters(self) -> dict:
         return dict(self._hp)
 
-    def _act(self, x: torch.Tensor, grad: bool) -> torch.Tensor:
-        return F.leaky_relu(x, self.slope) if grad else F.leaky_relu_(x, self.slope)
+    def _act(self, x: torch.Tensor) -> torch.Tensor:
+        return F.leaky_relu(x, self.slope) if self.training else F.leaky_relu_(x, self.slope)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Without autograd (inference) activations and the skip sum are computed in place: on a
-        # 512 x 512 x 140 scan that keeps about two instead of three full-resolution 8-channel
-        # tensors alive (stages.vessels); the values are the same.
-        g = torch.is_grad_enabled()
-        a = self._act(self.enc0(x), g)
-        b = self._act(self.enc1b(self._act(self.enc1a(F.max_pool3d(a, 2)), g)), g)
-        c = self._act(self.enc2b(self._act(self.enc2a(F.max_pool3d(b, 2)), g)), g)
-        b = self._act(self.dec1(torch.cat([b, F.interpolate(c, scale_factor=2.0, mode="nearest")], 1)), g)
-        up = F.interpolate(self.up0(b), scale_factor=2.0, mode="nearest")
-        a = a + up if g else a.add_(up)
-        return self.head(self._act(self.dec0(a), g))
+        # In eval mode activations and the skip sum are computed in place: on a 512 x 512 x 140 scan
+        # that keeps two instead of three full-resolution 8-channel tensors alive (stages.vessels);
+        # the values are the same. upsample3d instead of F.interpolate keeps the TorchScript file
+        # loadable by torch 2.x (networks.blocks.upsample3d).
+        a = self._act(self.enc0(x))
+        b = self._act(self.enc1b(self._act(self.enc1a(F.max_pool3d(a, 2)))))
+        c = self._act(self.enc2b(self._act(self.enc2a(F.max_pool3d(b, 2)))))
+        b = self._act(self.dec1(torch.cat([b, upsample3d(c, 2.0)], 1)))
+        up = upsample3d(self.up0(b), 2.0)
+        a = a + up if self.training else a.add_(up)
+        return self.head(self._act(self.dec0(a)))
