@@ -537,7 +537,8 @@ def test_a_missed_aneurysm_gets_the_first_step_that_lost_it() -> None:
     assert classify(**base) == "lost at VOI placement"
     assert classify(**{**base, "seed_on_aneurysm": True}) == "missed by the fine stage"
     assert classify(**{**base, "seed_on_aneurysm": True, "overlaps": True}) == "segmented with its vessel"
-    assert {REASONS[r][1] for r in REASONS if r != "found"} == {"network", "pipeline"}
+    assert classify(**{**base, "seed_on_aneurysm": True, "rejected": True}) == "dropped by the false-positive reduction"
+    assert {REASONS[r][1] for r in REASONS if r != "found"} == {"network", "pipeline", "classifier"}
 
 
 def test_fine_tuning_must_beat_the_starting_weights(tmp_path: Path) -> None:

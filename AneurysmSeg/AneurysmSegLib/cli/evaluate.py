@@ -39,6 +39,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    help="sweep: the detector thresholds (default: evaluation.sweep.SWEEP_THRESHOLDS)")
     p.add_argument("--flip-tta", action="store_true",
                    help="detector test-time augmentation: average it over the scan and its left-right mirror")
+    p.add_argument("--no-fp-reduction", action="store_true",
+                   help="whole/misses/negatives/robustness: keep every detector finding (skip the weights' finding "
+                        "classifier; with it, the whole and negatives tables also show the figures without it)")
     p.add_argument("--append", action="store_true", help="add these tables to the end of --out instead of replacing it")
 
 
@@ -52,5 +55,5 @@ def run(args: argparse.Namespace) -> int:
         cache=args.cache, device=args.device, threads=args.threads, max_cases=args.max_cases, json_path=args.json,
         any_preprocess_version=args.any_preprocess_version, detection_threshold=args.detection_threshold,
         append=args.append, command=command, negatives=args.negatives, detector_flip=args.flip_tta,
-        thresholds=args.thresholds))
+        thresholds=args.thresholds, fp_reduction=not args.no_fp_reduction))
     return 0

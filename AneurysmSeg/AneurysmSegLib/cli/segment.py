@@ -71,6 +71,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--flip-tta", action="store_true",
                    help="test-time augmentation of the detector: also run it on the scan mirrored left-right and "
                         "average (twice the detection time; figures in docs/evaluation.md)")
+    p.add_argument("--no-fp-reduction", action="store_true",
+                   help="keep every detector finding: skip the finding classifier of the weights' manifest "
+                        "(false-positive reduction; figures in docs/evaluation.md)")
     out = p.add_argument_group("output formats (file names in single mode, folders in batch mode)")
     out.add_argument("--format", choices=tuple(FORMATS), default=None,
                      help="what OUTPUT is: a label image (default), a Slicer .seg.nrrd, or a DICOM SEG "
@@ -247,7 +250,11 @@ def describe(result: Any) -> list[str]:
     for a in result.aneurysms:
         r = ", ".join(f"{v:.1f}" for v in a.centroid_ras)
         lines.append(f"  {a.id}: volume {a.volume_mm3:.1f} mm3, max diameter {a.max_diameter_mm:.1f} mm, "
-                     f"centroid RAS ({r}) mm, confidence {a.confidence:.2f}")
+                     f"centroid RAS ({r}) mm, confidence {a.confidence:.2f}"
+                     + (f", finding score {a.finding_score:.2f}" if a.finding_score is not None else ""))
+    if result.rejected:
+        lines.append(f"  {len(result.rejected)} detector finding(s) dropped by the false-positive reduction "
+                     f"(scores {', '.join(f'{a.finding_score:.2f}' for a in result.rejected)}; see the report)")
     return lines
 
 
@@ -352,7 +359,7 @@ def run_single(args: argparse.Namespace) -> int:
     try:
         result = segment(image, models, seeds=seeds, detect=not args.no_detect,
                          detection_threshold=args.detection_threshold, progress=progress, precision=args.precision,
-                         detector_flip=args.flip_tta)
+                         detector_flip=args.flip_tta, fp_reduction=not args.no_fp_reduction)
     finally:
         progress.close()
     assert result is not None  # nothing here cancels
@@ -475,7 +482,8 @@ def run_batch(args: argparse.Namespace, cases: list[tuple[str, Path]]) -> int:
             check_outputs(out, dicom_files, name, input_files(path))
             image = read_image(path, max_voxels=max_voxels(args))
             result = segment(image, models, detect=True, detection_threshold=args.detection_threshold,
-                             precision=args.precision, detector_flip=args.flip_tta)
+                             precision=args.precision, detector_flip=args.flip_tta,
+                             fp_reduction=not args.no_fp_reduction)
             assert result is not None
             written = write_results(result, out, input_path=path, models=models, binary=args.binary,
                                     stl_coords=args.stl_coords, case=name, dicom_files=dicom_files,

@@ -1,4 +1,4 @@
-"""``aneurysmseg train coarse|fine``: train one network on ADAM-layout folders (phantoms or real data).
+"""``aneurysmseg train coarse|fine|vessels|fpr``: train one network (or the finding classifier) on ADAM-layout folders.
 
 Runs unchanged under ``torchrun --nproc_per_node N -m AneurysmSegLib.cli train ...`` (one process per
 GPU, or several CPU processes): ``--batch`` is then the batch of all processes together.
@@ -26,11 +26,12 @@ def _ints(text: str) -> list[int]:
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("stage", choices=["coarse", "fine", "vessels"],
+    p.add_argument("stage", choices=["coarse", "fine", "vessels", "fpr"],
                    help="coarse = DeepMedic detector, fine = SE 3D U-Net, vessels = the learnt artery tree "
                         "(tiny U-Net on the coarse grid; needs vessels_visible.nii.gz; an epoch = --steps-per-epoch "
                         "steps between validations, --widths = its three widths, --val is not used: every "
-                        "8th case validates)")
+                        "8th case validates), fpr = the false-positive reduction's classifier (the pipeline of "
+                        "--models on every case of --data fits it, --val chooses its threshold; no network is trained)")
     p.add_argument("--data", nargs="+", required=True, metavar="DIR",
                    help="ADAM-layout folders: a case folder or a folder of cases (label 2 becomes background)")
     p.add_argument("--out", required=True, metavar="RUNDIR", help="run folder: checkpoints, metrics.csv, summary.json")
@@ -67,12 +68,23 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    help="reuse cached cases made by another version of preprocess.py instead of rebuilding them")
     p.add_argument("--no-augment", action="store_true", help="disable augmentation (tests, debugging)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--models", metavar="DIR", help="fpr: model folder whose networks make the candidates (default: bundled)")
 
 
 def run(args: argparse.Namespace) -> int:
     from ..training.run import TrainConfig, run_training
 
     command = "aneurysmseg " + " ".join(sys.argv[1:]) if sys.argv and "train" in sys.argv else ""
+    if args.stage == "fpr":
+        from ..core.errors import InputError
+        from ..training.fp_reduction import FprConfig, train_fpr
+
+        if not args.val:
+            raise InputError("train fpr needs --val: the classifier's threshold is chosen on cases it was not fitted on")
+        train_fpr(FprConfig(data=args.data, val=args.val, out=args.out, models=args.models,
+                            threads=args.threads or 1, device=args.device if args.device != "auto" else "cpu",
+                            command=command))
+        return 0
     if args.stage == "vessels":
         from ..training.vessels import VesselTrainConfig, train_vessels
 

@@ -25,6 +25,8 @@ COARSE_CONTEXT = 48  #: DeepMedic's receptive field minus one (voxels) when a ma
 DEFAULT_COARSE_FILE = "coarse_deepmedic.pt"
 DEFAULT_FINE_FILE = "fine_se_unet.pt"
 DEFAULT_DETECTION_THRESHOLD = 0.5  #: used only when a manifest has no validated threshold
+#: optional entry: the false-positive reduction's classifier (stages/fp_reduction.py), a sha256-checked file
+FINDING_CLASSIFIER = "finding_classifier"
 
 HOW_TO_FIX = "run `aneurysmseg export` to write the weights, or reinstall AneurysmSeg to restore the bundled ones"
 
@@ -73,7 +75,8 @@ def release_record_text(model_dir: str | os.PathLike) -> str:
     """The record of an exported folder (what :data:`RELEASE_RECORD` holds for the bundled weights)."""
     folder = Path(model_dir)
     data = json.loads((folder / MANIFEST_NAME).read_text(encoding="utf-8"))
-    names = [MANIFEST_NAME] + [str(data[kind]["file"]) for kind in ("coarse", "fine", "vessels") if kind in data]
+    names = [MANIFEST_NAME] + [str(data[kind]["file"]) for kind in ("coarse", "fine", "vessels", FINDING_CLASSIFIER)
+                               if kind in data]
     lines = "".join(f"    {name!r}: {sha256_file(folder / name)!r},\n" for name in names)
     return ('"""sha256 of the bundled weights as `aneurysmseg export` wrote them into Resources/Models.\n\n'
             "Written by the export, kept inside the package so that the bundled folder is checked against\n"
@@ -122,6 +125,11 @@ class ModelManifest:
                        if not isinstance(vessels, dict) or k not in vessels]
             if missing:
                 raise ModelError(f"model manifest {path}: 'vessels' lacks {', '.join(missing)}: {HOW_TO_FIX}")
+        screen = data.get(FINDING_CLASSIFIER)  # optional: manifests before it keep every finding
+        if screen is not None:
+            missing = [k for k in ("file", "sha256", "score_threshold") if not isinstance(screen, dict) or k not in screen]
+            if missing:
+                raise ModelError(f"model manifest {path}: '{FINDING_CLASSIFIER}' lacks {', '.join(missing)}: {HOW_TO_FIX}")
         record = release_record()
         release = bool(record) and sha256_file(path) == record.get(MANIFEST_NAME)
         if not release and folder.resolve() == default_model_dir().resolve():
@@ -184,6 +192,12 @@ class ModelManifest:
         """The vessel probability above which a voxel is artery (0.5 when the entry does not say)."""
         return float((self.vessels or {}).get("probability_threshold", 0.5))
 
+    @property
+    def finding_classifier(self) -> dict[str, Any] | None:
+        """The false-positive reduction's entry (file, sha256, score_threshold); None: keep every finding."""
+        entry = self.data.get(FINDING_CLASSIFIER)
+        return dict(entry) if isinstance(entry, dict) else None
+
     def summary(self) -> dict[str, Any]:
         """What a report says about the weights: files, sha256, geometry, how they were trained."""
         keep = ("file", "sha256", "spacing_mm", "in_channels", "segment_out", "context", "voi_size")
@@ -195,6 +209,8 @@ class ModelManifest:
             "fine": {k: self.data["fine"][k] for k in keep if k in self.data["fine"]},
             **({"vessels": {k: self.data["vessels"][k] for k in keep + ("probability_threshold",)
                             if k in self.data["vessels"]}} if self.vessels else {}),
+            **({FINDING_CLASSIFIER: {k: self.data[FINDING_CLASSIFIER][k] for k in ("file", "sha256", "score_threshold")}}
+               if self.finding_classifier else {}),
             "checked_against": "the checksums recorded in the AneurysmSeg package (its bundled weights)"
             if self.release else "the folder's own manifest.json (weights exported outside this release)",
             "training": training.get("description", training) if isinstance(training, dict) else training,

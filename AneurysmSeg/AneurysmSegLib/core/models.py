@@ -19,7 +19,8 @@ import torch
 from torch import nn
 
 from .errors import InputError, ModelError
-from .manifest import COARSE_CONTEXT, FORMAT_VERSION, HOW_TO_FIX, MANIFEST_NAME, ModelManifest, sha256_file
+from ..stages.fp_reduction import FindingClassifier
+from .manifest import COARSE_CONTEXT, FINDING_CLASSIFIER, FORMAT_VERSION, HOW_TO_FIX, MANIFEST_NAME, ModelManifest, sha256_file
 
 # (resolved path, mtime_ns, size) -> sha256 verified in this process
 _VERIFIED: dict[tuple[str, int, int], str] = {}
@@ -90,7 +91,7 @@ def _export(model: nn.Module, example_input: torch.Tensor, path: Path, method: s
     return sha256_file(path)
 
 
-def _entry(model_dir: Path, info: dict, kind: str) -> dict:
+def _entry(model_dir: Path, info: dict, kind: str, network: bool = True) -> dict:
     if "file" not in info:
         raise ValueError(f"{kind} manifest entry needs 'file'")
     entry = dict(info)
@@ -99,6 +100,8 @@ def _entry(model_dir: Path, info: dict, kind: str) -> dict:
         raise ModelError(f"cannot write the manifest: {f} does not exist")
     entry["sha256"] = sha256_file(f)
     entry["size_bytes"] = f.stat().st_size
+    if not network:
+        return entry
     sp = entry.get("spacing_mm")
     if sp is None:
         raise ValueError(f"{kind} manifest entry needs 'spacing_mm'")
@@ -144,16 +147,17 @@ def write_manifest(
     return out
 
 
-def add_manifest_entry(model_dir: str | os.PathLike, key: str, info: dict) -> Path:
+def add_manifest_entry(model_dir: str | os.PathLike, key: str, info: dict, network: bool = True) -> Path:
     """Add (or replace) the ``key`` entry of ``model_dir``'s manifest.json (e.g. ``vessels``, the learnt
-    artery tree): ``info`` as for :func:`write_manifest`, sha256 and size computed here; the other
-    entries are kept as they are. Written atomically; returns its path."""
+    artery tree): ``info`` as for :func:`write_manifest` (``network=False``: a file that is not a network,
+    such as the finding classifier, needs no spacing or channels), sha256 and size computed here; the
+    other entries are kept as they are. Written atomically; returns its path."""
     model_dir = Path(model_dir)
     path = model_dir / MANIFEST_NAME
     if not path.is_file():
         raise ModelError(f"cannot add '{key}' to {path}: it does not exist (export the networks first)")
     manifest = json.loads(path.read_text(encoding="utf-8"))
-    manifest[key] = _entry(model_dir, info, key)
+    manifest[key] = _entry(model_dir, info, key, network)
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n", encoding="utf-8")
     os.replace(tmp, path)
@@ -206,6 +210,8 @@ class LoadedModels:
     manifest: ModelManifest
     device: torch.device
     vessels: torch.jit.ScriptModule | None = None  #: the learnt artery tree (None: the half-maximum rule)
+    #: the false-positive reduction (None: every finding is kept, as before it existed)
+    finding_classifier: FindingClassifier | None = None
 
     @property
     def model_dir(self) -> Path:
@@ -223,7 +229,7 @@ class LoadedModels:
 
 def load_models(model_dir: str | os.PathLike | None = None, device: str | torch.device = "auto") -> LoadedModels:
     """Read the manifest, verify the files' sha256 and load them on ``device`` in eval mode (the
-    vessel network only when the manifest has one)."""
+    vessel network and the finding classifier only when the manifest has them)."""
     dev = resolve_device(device)
     manifest = ModelManifest.read(model_dir)
     loaded = {}
@@ -234,4 +240,10 @@ def load_models(model_dir: str | os.PathLike | None = None, device: str | torch.
         path = manifest.model_dir / entry["file"]
         verify_file(path, entry["sha256"])
         loaded[kind] = _load_script(path, dev, manifest.get("torch_version"))
-    return LoadedModels(loaded["coarse"], loaded["fine"], manifest, dev, loaded.get("vessels"))
+    classifier = None
+    screen = manifest.finding_classifier
+    if screen is not None:
+        path = manifest.model_dir / screen["file"]
+        verify_file(path, screen["sha256"])
+        classifier = FindingClassifier.read(path, float(screen["score_threshold"]))
+    return LoadedModels(loaded["coarse"], loaded["fine"], manifest, dev, loaded.get("vessels"), classifier)

@@ -22,6 +22,7 @@ import numpy as np
 
 from ..preprocess import Preprocessed, preprocess
 from ..stages import detect as detect_stage
+from ..stages import fp_reduction as fp_stage
 from ..stages import refine as refine_stage
 from ..stages.measure import measure_labels
 from ..stages.morphology import describe_aneurysms
@@ -76,7 +77,8 @@ def segment(image: Image, models: LoadedModels, *, seeds: Sequence[Seed] | None 
             detection_threshold: float | None = None, progress: ProgressCallback | None = None,
             cancel: CancelCheck | None = None, preprocessed: Preprocessed | None = None,
             batch_size: int | None = None, precision: str = "float32",
-            detector_flip: bool = False) -> SegmentationResult | None:
+            detector_flip: bool = False, fp_reduction: bool = True,
+            detection: detect_stage.Detection | None = None) -> SegmentationResult | None:
     """Segment the aneurysms of one TOF-MRA; None when cancelled. See the module docstring.
 
     ``detect=False`` without seeds gives a result without aneurysms (the user deleted every seed).
@@ -87,6 +89,12 @@ def segment(image: Image, models: LoadedModels, *, seeds: Sequence[Seed] | None 
     augmentation, twice the detection time; measured in docs/evaluation.md).
     ``detection_threshold=None`` uses the threshold stored in the models' manifest (chosen on validation
     data when the weights were exported), so every front end gets the same default.
+    ``fp_reduction`` applies the weights' finding classifier when their manifest has one and the
+    detector runs: detector findings scoring below its threshold move to ``result.rejected`` (every
+    finding gets its evidence, and with a classifier its score; stages/fp_reduction.py). Findings of
+    given seeds are always kept, and ``detect=False`` (the user's seeds only) keeps every finding.
+    ``detection``: the detector's output of an earlier pass over ``preprocessed`` (evaluation), used as
+    if the detector ran now (its threshold and flip were that pass's).
     """
     if batch_size is None:
         batch_size = 2 if models.device.type == "cuda" else 1
@@ -102,12 +110,15 @@ def segment(image: Image, models: LoadedModels, *, seeds: Sequence[Seed] | None 
     if preprocessed is not None and not preprocessed.image.same_scan(image):
         raise InputError("the preprocessed scan given was computed from another image (its voxels or geometry "
                          "differ); leave it out, or preprocess this image with pipeline.prepare")
+    if detection is not None and (preprocessed is None or not detect
+                                  or detection.probability.shape != preprocessed.coarse.array.shape):
+        raise InputError("a given detection needs detect=True and the preprocessed scan it was computed from")
     given, notes = usable_seeds(list(seeds or []), image)
     for message in notes:
         warnings.warn(message, InputWarning, stacklevel=2)
     try:
         return _segment(image, models, given, detect, detection_threshold, progress, cancel,
-                        preprocessed, batch_size, precision, notes, detector_flip)
+                        preprocessed, batch_size, precision, notes, detector_flip, fp_reduction, detection)
     except Cancelled:
         return None
 
@@ -141,7 +152,8 @@ def usable_seeds(seeds: list[Seed], image: Image) -> tuple[list[Seed], list[str]
 
 def _segment(image: Image, models: LoadedModels, given: list[Seed], detect: bool, threshold: float,
              callback: ProgressCallback | None, cancel: CancelCheck | None, pre: Preprocessed | None,
-             batch_size: int, precision: str, notes: list[str], flip: bool = False) -> SegmentationResult:
+             batch_size: int, precision: str, notes: list[str], flip: bool = False,
+             screen: bool = True, found: detect_stage.Detection | None = None) -> SegmentationResult:
     shares = {"preprocessing": 0.0 if pre is not None else 2.0, "detection": 5.0 if detect else 0.0,
               "fine segmentation": 4.0, "measurements": 0.5}
     prog = _Progress(callback, {k: v for k, v in shares.items() if v > 0})
@@ -162,14 +174,15 @@ def _segment(image: Image, models: LoadedModels, given: list[Seed], detect: bool
         for message in pre.warnings:  # on stderr from the CLI, in the Slicer panel, and in the result
             warnings.warn(message, InputWarning, stacklevel=3)
     detected: list[Seed] = []
+    probability = None
     if detect:
         t = time.perf_counter()
-        found = detect_stage.detect(pre, models.coarse, segment_out=None,
+        found = found if found is not None else detect_stage.detect(pre, models.coarse, segment_out=None,
                                     context=models.coarse_context, device=models.device, threshold=threshold,
                                     merge_distance_mm=models.voi_size * models.fine_spacing[0] / 4,
                                     progress=prog.stage("detection"), cancel=cancel, precision=precision,
                                     flip=flip)
-        detected = found.seeds
+        detected, probability = found.seeds, found.probability
         timings["detect"] = time.perf_counter() - t
         prog.stage("detection")(1.0)
         release_freed_memory()
@@ -196,12 +209,18 @@ def _segment(image: Image, models: LoadedModels, given: list[Seed], detect: bool
     aneurysms = measure_labels(refined.labels, image.geometry, refined.seeds, refined.confidences)
     describe_aneurysms(refined.labels, image.geometry, aneurysms, pre)
     timings["measure"] = time.perf_counter() - t
+    t = time.perf_counter()
+    evidence = fp_stage.evidence_for(aneurysms, refined.labels, image.geometry, pre, probability,
+                                         refined.fine_means)
+    aneurysms, labels, rejected = fp_stage.apply(aneurysms, refined.labels, evidence,
+                                                     models.finding_classifier if screen and detect else None)
+    timings["fp_reduction"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t_start
     prog.stage("measurements")(1.0)
-    return SegmentationResult(labels=refined.labels, geometry=image.geometry, aneurysms=aneurysms,
+    return SegmentationResult(labels=labels, geometry=image.geometry, aneurysms=aneurysms,
                               seeds=seeds, timings=timings,
                               input=pre.input.to_dict() if pre.input is not None else {},
-                              warnings=list(pre.warnings) + notes)
+                              warnings=list(pre.warnings) + notes, rejected=rejected)
 
 
 def prepare(image: Image, models: LoadedModels) -> Preprocessed:

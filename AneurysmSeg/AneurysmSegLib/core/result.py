@@ -115,6 +115,10 @@ class Aneurysm:
     confidence: float
     voxel_count: int
     morphology: Morphology | None = None  #: neck, dome, ratios, irregularity, site (stages/morphology.py)
+    #: what the false-positive reduction saw (stages/fp_reduction.py FEATURES; empty when not computed)
+    evidence: dict[str, float] = field(default_factory=dict)
+    #: the finding classifier's score 0..1 (kept: at least its threshold); None: no classifier, or a user's seed
+    finding_score: float | None = None
 
     @property
     def name(self) -> str:
@@ -161,6 +165,8 @@ class SegmentationResult:
     input: dict[str, Any] = field(default_factory=dict)
     #: what the user must be told about this input (empty for a normal full-head TOF-MRA)
     warnings: list[str] = field(default_factory=list)
+    #: detector findings the finding classifier dropped (score below its threshold; id 0, not in ``labels``)
+    rejected: list[Aneurysm] = field(default_factory=list)
 
     def binary(self) -> np.ndarray:
         return (self.labels > 0).astype(np.uint8)
@@ -176,6 +182,7 @@ class SegmentationResult:
             "timings_s": dict(self.timings),
             "input": dict(self.input),
             "warnings": list(self.warnings),
+            "rejected_findings": [a.to_dict() for a in self.rejected],
         }
 
     @classmethod
@@ -186,4 +193,5 @@ class SegmentationResult:
                    seeds=[Seed.from_dict(s) for s in report.get("seeds", [])],
                    timings={k: float(v) for k, v in report.get("timings_s", {}).items()},
                    input=dict(report["input"]) if isinstance(report.get("input"), dict) else {},
-                   warnings=[str(w) for w in report.get("warnings", [])])
+                   warnings=[str(w) for w in report.get("warnings", [])],
+                   rejected=[Aneurysm.from_dict(a) for a in report.get("rejected_findings", [])])

@@ -17,7 +17,9 @@ The steps, in pipeline order (and whose fault each is):
 * segmented with its vessel: a seed lies on the aneurysm and the prediction overlaps it, but the
   predicted object's centre lies outside the aneurysm (sac and parent artery as one object) - the
   fine network;
-* missed by the fine stage: a seed lies on the aneurysm, nothing is predicted there - the fine network.
+* missed by the fine stage: a seed lies on the aneurysm, nothing is predicted there - the fine network;
+* dropped by the false-positive reduction: a seed lies on the aneurysm and the fine stage segmented
+  it, but the finding classifier scored it below its threshold (stages/fp_reduction.py).
 
 Everything is computed from one run of the stages (preprocessing, detection, :func:`pipeline.segment`
 with the detected seeds, which is what ``segment`` itself does), so the whole-volume table comes from
@@ -33,6 +35,7 @@ import numpy as np
 
 from ..training.data import CaseRef
 from . import metrics
+from .tables import segment_with_and_without_screening, unscreened_row
 
 #: reason -> (the step that lost it, whose fault: "network" or "pipeline"); "found" is no miss.
 REASONS: dict[str, tuple[str, str]] = {
@@ -44,6 +47,7 @@ REASONS: dict[str, tuple[str, str]] = {
     "lost at VOI placement": ("seed placement", "pipeline"),
     "segmented with its vessel": ("fine stage", "network"),
     "missed by the fine stage": ("fine stage", "network"),
+    "dropped by the false-positive reduction": ("finding classifier", "classifier"),
 }
 
 
@@ -62,19 +66,22 @@ def _sphere(geometry: Any, shape: Sequence[int], centre_lps: np.ndarray, radius_
 
 
 def classify(*, found: bool, roi_voxels: int, peak: float, threshold: float, diameter_mm: float, coarse_mm: float,
-             fates: Sequence[str], seed_on_aneurysm: bool, overlaps: bool) -> str:
+             fates: Sequence[str], seed_on_aneurysm: bool, overlaps: bool, rejected: bool = False) -> str:
     """The first step (:data:`REASONS`) that lost an aneurysm, from what each step saw of it.
 
     ``fates`` are those of the detector components that reach the aneurysm
     (:class:`stages.detect.Candidate`), ``seed_on_aneurysm`` whether a seed lies within its radius,
-    ``overlaps`` whether the final labels touch it.
+    ``overlaps`` whether the final labels touch it, ``rejected`` whether a finding the false-positive
+    reduction dropped was seeded on it.
     """
     if found:
         return "found"
     if roi_voxels == 0:
         return "outside the detector region"
     if seed_on_aneurysm:
-        return "segmented with its vessel" if overlaps else "missed by the fine stage"
+        if overlaps:
+            return "segmented with its vessel"
+        return "dropped by the false-positive reduction" if rejected else "missed by the fine stage"
     small = diameter_mm < 2.0 * coarse_mm
     if peak < threshold or not fates:
         return "too small for the coarse grid" if small else "below the threshold"
@@ -86,12 +93,13 @@ def classify(*, found: bool, roi_voxels: int, peak: float, threshold: float, dia
     return "too small for the coarse grid" if small else "below the threshold"
 
 
-def explain_case(ref: CaseRef, models: Any, threshold: float | None = None, flip: bool = False) -> dict[str, Any]:
+def explain_case(ref: CaseRef, models: Any, threshold: float | None = None, flip: bool = False,
+                 screen: bool = True) -> dict[str, Any]:
     """The pipeline on one case: the whole-volume detection and scores, plus one row per reference
-    aneurysm with what each step saw of it and the :func:`classify` reason."""
+    aneurysm with what each step saw of it and the :func:`classify` reason (with a finding classifier
+    and ``screen``, also the detection and scores without it: ``unscreened``)."""
     import SimpleITK as sitk
 
-    from ..core import pipeline
     from ..io import images as io
     from ..preprocess import preprocess
     from ..stages import detect as det
@@ -105,7 +113,7 @@ def explain_case(ref: CaseRef, models: Any, threshold: float | None = None, flip
     merge_mm = models.voi_size * models.fine_spacing[0] / 4
     found = det.detect(pre, models.coarse, segment_out=None, context=models.coarse_context, device=models.device,
                        threshold=thr, merge_distance_mm=merge_mm, flip=flip)
-    res = pipeline.segment(image, models, seeds=found.seeds, detect=False, preprocessed=pre)
+    res, before = segment_with_and_without_screening(image, models, screen, preprocessed=pre, detection=found)
     secs = time.time() - t
     pred = res.labels if res is not None else np.zeros(labels.shape, np.uint16)
     sp = image.geometry.spacing_zyx
@@ -115,6 +123,8 @@ def explain_case(ref: CaseRef, models: Any, threshold: float | None = None, flip
                            "warnings": res.warnings if res is not None else []}
     if ((labels > 0) & (labels != metrics.TREATED_LABEL)).any():
         out["scores"] = metrics.segmentation_scores((pred > 0).astype(np.uint8), labels, sp)
+    if before is not None:
+        out["unscreened"] = unscreened_row(before, labels, sp)
 
     from scipy import ndimage
 
@@ -122,6 +132,8 @@ def explain_case(ref: CaseRef, models: Any, threshold: float | None = None, flip
     candidates = {c.component: c for c in listed}
     ref_lab, _ = ndimage.label((labels > 0) & (labels != metrics.TREATED_LABEL), structure=metrics.COMPONENT_STRUCTURE)
     seeds = np.array([s.position_lps for s in found.seeds], dtype=float).reshape(-1, 3)
+    dropped = np.array([a.seed.position_lps for a in (res.rejected if res is not None else [])],
+                       dtype=float).reshape(-1, 3)
     objects = detection.predicted_xyz
     coarse = found.geometry
     half_voxel = 0.5 * float(max(coarse.spacing))
@@ -138,8 +150,10 @@ def explain_case(ref: CaseRef, models: Any, threshold: float | None = None, flip
         dist = np.linalg.norm(seeds - centre[None], axis=1) if len(seeds) else np.zeros(0)
         seed_on = bool((dist <= radius).any())
         overlaps = bool((pred[ref_lab == j + 1] > 0).any())
+        rejected = bool(len(dropped) and (np.linalg.norm(dropped - centre[None], axis=1) <= radius).any())
         reason = classify(found=is_found, roi_voxels=roi_voxels, peak=peak, threshold=thr, diameter_mm=diameter,
-                          coarse_mm=float(coarse.spacing[0]), fates=fates, seed_on_aneurysm=seed_on, overlaps=overlaps)
+                          coarse_mm=float(coarse.spacing[0]), fates=fates, seed_on_aneurysm=seed_on, overlaps=overlaps,
+                          rejected=rejected)
         out["aneurysms"].append({
             "case": ref.name, "aneurysm": j + 1, "diameter_mm": diameter, "radius_mm": float(radius),
             "roi_voxels": roi_voxels, "peak_probability": peak, "nearest_seed_mm": float(dist.min()) if len(dist) else

@@ -25,44 +25,58 @@ def scan_name(path: str | Path) -> str:
     return name
 
 
-def negative_case(path: str | Path, models: Any, threshold: float | None = None, flip: bool = False) -> dict[str, Any]:
-    """``pipeline.segment`` on one scan without known aneurysms: every finding is a false positive."""
-    from ..core import pipeline
+def negative_case(path: str | Path, models: Any, threshold: float | None = None, flip: bool = False,
+                  screen: bool = True) -> dict[str, Any]:
+    """``pipeline.segment`` on one scan without known aneurysms: every finding is a false positive; the
+    findings the false-positive reduction dropped are listed too (``dropped``), with their scores."""
     from ..io import images as io
+    from .tables import segment_with_and_without_screening
 
     image = io.read_image(Path(path))
     t = time.time()
-    res = pipeline.segment(image, models, detection_threshold=threshold, detector_flip=flip)
+    res, before = segment_with_and_without_screening(image, models, screen, detection_threshold=threshold,
+                                                     detector_flip=flip)
     secs = time.time() - t
     assert res is not None  # nothing cancels here
     found = []
-    for a in res.aneurysms:
+    for a in list(res.aneurysms) + list(res.rejected):
         m = a.morphology
         found.append({"id": a.id, "centroid_lps": [round(float(v), 1) for v in a.centroid_lps],
                       "volume_mm3": float(a.volume_mm3), "max_diameter_mm": float(a.max_diameter_mm),
-                      "confidence": float(a.confidence), "site": m.location if m is not None else ""})
-    return {"scan": scan_name(path), "path": str(path), "false_positives": len(found), "findings": found,
+                      "confidence": float(a.confidence), "site": m.location if m is not None else "",
+                      "finding_score": a.finding_score, "dropped": a.id == 0})
+    kept = [f for f in found if not f["dropped"]]
+    return {"scan": scan_name(path), "path": str(path), "false_positives": len(kept), "findings": found,
+            "without_fp_reduction": len(found) if before is not None else None,
             "seeds": len(res.seeds), "input": res.input, "warnings": list(res.warnings), "seconds": secs}
 
 
 def negatives_section(ctx: Any) -> list[Section]:
     """One row per scan without known aneurysms, then one per false positive."""
     rows = ctx.negative_results()
-    hdr = ["scan", "field of view found", "warned", "false positives", "s"]
+    screened = bool(rows) and all(r.get("without_fp_reduction") is not None for r in rows)
+    hdr = ["scan", "field of view found", "warned", "false positives"] + \
+        (["without the false-positive reduction"] if screened else []) + ["s"]
     trows = [[r["scan"], str(r["input"].get("field_of_view", "?")), "yes" if r["warnings"] else "no",
-              str(r["false_positives"]), fmt(r["seconds"], 1)] for r in rows]
+              str(r["false_positives"])] + ([str(r["without_fp_reduction"])] if screened else []) + [fmt(r["seconds"], 1)]
+             for r in rows]
     total = sum(r["false_positives"] for r in rows)
-    trows.append([f"**all ({len(rows)} scans)**", "", str(sum(1 for r in rows if r["warnings"])), str(total), ""])
+    trows.append([f"**all ({len(rows)} scans)**", "", str(sum(1 for r in rows if r["warnings"])), str(total)]
+                 + ([str(sum(r["without_fp_reduction"] for r in rows))] if screened else []) + [""])
     lines = ["## Scans without known aneurysms: false positives", "",
              f"Detector threshold {ctx.threshold():g}{', left-right flip test-time augmentation' if ctx.config.detector_flip else ''}. "
              "`pipeline.segment` on each scan; every finding is a false positive (no aneurysm is known in these "
-             "scans).", "", markdown_table(hdr, trows), ""]
-    detail = [[r["scan"], str(f["id"]), ", ".join(f"{v:g}" for v in f["centroid_lps"]), fmt(f["max_diameter_mm"], 1),
-               fmt(f["volume_mm3"], 1), fmt(f["confidence"], 3), f["site"] or "-"]
+             "scans)." + (" With the weights' finding classifier (false-positive reduction): the findings it "
+                          "dropped are listed as \"dropped\" with their scores." if screened else ""), "",
+             markdown_table(hdr, trows), ""]
+    detail = [[r["scan"], "dropped" if f.get("dropped") else str(f["id"]), ", ".join(f"{v:g}" for v in f["centroid_lps"]),
+               fmt(f["max_diameter_mm"], 1), fmt(f["volume_mm3"], 1), fmt(f["confidence"], 3)]
+              + ([fmt(f.get("finding_score"), 3)] if screened else []) + [f["site"] or "-"]
               for r in rows for f in r["findings"]]
     if detail:
         lines += [markdown_table(["scan", "finding", "centroid LPS (mm)", "max diameter (mm)", "volume (mm³)",
-                                  "detector confidence", "site named"], detail), ""]
+                                  "detector confidence"] + (["finding score"] if screened else []) + ["site named"],
+                                 detail), ""]
     notes = sorted({w for r in rows for w in r["warnings"]})
     if notes:
         lines += ["Warnings given: " + "; ".join(f"\"{w}\"" for w in notes) + ".", ""]

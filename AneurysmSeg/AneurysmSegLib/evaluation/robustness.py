@@ -33,7 +33,7 @@ def robustness_section(ctx: Any) -> list[Section]:
     for g, refs in ctx.groups.items():
         rows = []
         for i, r in enumerate(refs):
-            rows.append(whole_case(r, m, thr, flip=ctx.config.detector_flip))
+            rows.append(whole_case(r, m, thr, flip=ctx.config.detector_flip, screen=ctx.config.fp_reduction))
             rows[-1]["kind"] = _kind_of(r)
             ctx.log(f"robustness {g} {i + 1}/{len(refs)}: {rows[-1]['input'].get('field_of_view')} "
                     f"{rows[-1]['detection']} warnings {rows[-1]['warnings']}")

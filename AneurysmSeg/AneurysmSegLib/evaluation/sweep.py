@@ -137,5 +137,8 @@ def sweep_section(ctx: Any) -> list[Section]:
              "(`evaluation/sweep.py`). Detection by ADAM's rule on the input grid; DSC and HD95 over cases with "
              f"aneurysms. Chosen: the highest sensitivity with at most {MAX_FP_PER_CASE:g} false positives per "
              "case (then fewer false positives, then the higher threshold); when no threshold is that clean, the "
-             "fewest false positives.", "", markdown_table(hdr, trows), "", "Operating threshold: " + "; ".join(chosen) + ".", ""]
+             "fewest false positives."
+             + (" The weights' finding classifier (false-positive reduction) is not applied in this sweep."
+                if getattr(ctx.models, "finding_classifier", None) is not None else ""),
+             "", markdown_table(hdr, trows), "", "Operating threshold: " + "; ".join(chosen) + ".", ""]
     return [Section("sweep", lines, raw)]

@@ -116,17 +116,37 @@ def torchscript_predictor(model: Any, device: Any) -> Callable[[np.ndarray], np.
     return predict
 
 
-def whole_case(ref: CaseRef, models: Any, threshold: float | None = None, flip: bool = False) -> dict[str, Any]:
-    """pipeline.segment on one full scan (threshold None: the manifest's); detection (ADAM rule) and scores."""
+def segment_with_and_without_screening(image: Any, models: Any, screen: bool = True, **options: Any) -> tuple[Any, Any]:
+    """``pipeline.segment`` with the false-positive reduction and, from the same run, the label image
+    without it: the pipeline runs with it off and the weights' classifier is then applied by the same
+    function the pipeline applies it with (``stages.fp_reduction.apply``). Returns (the result with it
+    as ``segment`` gives it, the labels without it; None when there is no classifier or ``screen`` is off)."""
+    from ..core import pipeline
+    from ..stages import fp_reduction
+
+    res = pipeline.segment(image, models, fp_reduction=False, **options)
+    classifier = models.finding_classifier if screen else None
+    if res is None or classifier is None or not options.get("detect", True):
+        return res, None
+    unscreened = res.labels
+    res.aneurysms, res.labels, res.rejected = fp_reduction.apply(
+        res.aneurysms, res.labels, {a.id: a.evidence for a in res.aneurysms}, classifier)
+    return res, unscreened
+
+
+def whole_case(ref: CaseRef, models: Any, threshold: float | None = None, flip: bool = False,
+               screen: bool = True) -> dict[str, Any]:
+    """pipeline.segment on one full scan (threshold None: the manifest's); detection (ADAM rule) and scores,
+    and with a finding classifier the same without it (``unscreened``)."""
     import SimpleITK as sitk
 
-    from ..core import pipeline
     from ..io import images as io
 
     image = io.read_image(ref.image_path)
     labels = sitk.GetArrayFromImage(sitk.ReadImage(str(ref.label_path)))
     t = time.time()
-    res = pipeline.segment(image, models, detection_threshold=threshold, detector_flip=flip)
+    res, before = segment_with_and_without_screening(image, models, screen, detection_threshold=threshold,
+                                                     detector_flip=flip)
     secs = time.time() - t
     pred = res.labels if res is not None else np.zeros(labels.shape, np.uint16)
     sp = image.geometry.spacing_zyx
@@ -135,7 +155,24 @@ def whole_case(ref: CaseRef, models: Any, threshold: float | None = None, flip: 
                            "input": res.input if res is not None else {}, "warnings": res.warnings if res is not None else []}
     if ((labels > 0) & (labels != 2)).any():
         out["scores"] = metrics.segmentation_scores((pred > 0).astype(np.uint8), labels, sp)
+    if before is not None:
+        out["unscreened"] = unscreened_row(before, labels, sp)
     return out
+
+
+def unscreened_row(before: np.ndarray, labels: np.ndarray, spacing_zyx: Sequence[float]) -> dict[str, Any]:
+    """Detection and scores of the label image without the false-positive reduction."""
+    row: dict[str, Any] = {"detection": metrics.detection(before, labels, spacing_zyx)}
+    if ((labels > 0) & (labels != 2)).any():
+        row["scores"] = metrics.segmentation_scores((before > 0).astype(np.uint8), labels, spacing_zyx)
+    return row
+
+
+def unscreened_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows as they were without the false-positive reduction ([] when it did not run on them)."""
+    if not rows or not all("unscreened" in r for r in rows):
+        return []
+    return [{**r, **r["unscreened"]} for r in rows]
 
 
 def whole_summary(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 #: Coding scheme of the measurements that have no standard code (DICOM PS3.16 8.2: local schemes start with 99).
 LOCAL_SCHEME = "99ANEURYSMSEG"
 #: Fields of an Aneurysm record that are identification or positions, not measurements.
-NOT_MEASUREMENTS = frozenset({"id", "voxel_count", "confidence"})
+NOT_MEASUREMENTS = frozenset({"id", "voxel_count", "confidence", "finding_score"})
 #: (suffix of the field name, UCUM unit code, unit meaning), longest suffix first.
 UNITS: tuple[tuple[str, str, str], ...] = (
     ("_mm3", "mm3", "cubic millimeter"), ("_mm2", "mm2", "square millimeter"), ("_mm", "mm", "millimeter"),

@@ -425,6 +425,12 @@ def _measure(name: str) -> Callable[[TableRow], float]:
     return lambda row: float(getattr(row.finding.aneurysm, name)) if row.finding.aneurysm is not None else float("nan")
 
 
+def _score(row: TableRow) -> float:
+    """The false-positive reduction's score; NaN without a classifier or for a seed placed by hand."""
+    a = row.finding.aneurysm
+    return float(a.finding_score) if a is not None and a.finding_score is not None else float("nan")
+
+
 def _centroid(axis: int) -> Callable[[TableRow], float]:
     return lambda row: float(row.finding.aneurysm.centroid_ras[axis]) if row.finding.aneurysm is not None else float("nan")
 
@@ -451,6 +457,9 @@ FINDING_COLUMNS: list[Column] = [
            _measure("max_diameter_mm")),
     Column("Confidence", "vtkDoubleArray", "", "detector confidence of the seed (1 for a seed placed by hand)",
            _measure("confidence")),
+    Column("Finding score", "vtkDoubleArray", "", "false-positive reduction: how much the finding looks like the "
+           "true aneurysms it was fitted on (0-1; kept at or above the threshold in the weights' manifest; its "
+           "evidence is in the JSON report and the CSV)", _score),
     Column("Centroid R", "vtkDoubleArray", "mm", "centre of mass, RAS", _centroid(0)),
     Column("Centroid A", "vtkDoubleArray", "mm", "centre of mass, RAS", _centroid(1)),
     Column("Centroid S", "vtkDoubleArray", "mm", "centre of mass, RAS", _centroid(2)),

@@ -9,7 +9,7 @@ in the cube are not). Components claimed by several seeds become one aneurysm. L
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
@@ -38,6 +38,7 @@ class Refined:
     labels: np.ndarray  # uint16 [z, y, x] in the input geometry, 1..N
     seeds: dict[int, Seed]  # label -> the (most confident) seed that found it
     confidences: dict[int, float]
+    fine_means: dict[int, float] = field(default_factory=dict)  # label -> mean fine probability over it
 
 
 def predict_vois(pre: Preprocessed, model: torch.jit.ScriptModule, seeds: Sequence[Seed], *, voi_size: int,
@@ -119,6 +120,7 @@ def paste(predictions: Sequence[VoiPrediction], image: Geometry, shape_zyx: Sequ
     lut = np.zeros(n + 1, dtype=np.uint16)
     seeds: dict[int, Seed] = {}
     conf: dict[int, float] = {}
+    means: dict[int, float] = {}
     fine_confidence = ndimage.mean(merged, components, index=order)  # mean probability over each aneurysm
     for new, (comp, own) in enumerate(zip(order, fine_confidence), start=1):
         lut[comp] = new
@@ -128,8 +130,9 @@ def paste(predictions: Sequence[VoiPrediction], image: Geometry, shape_zyx: Sequ
         # nothing about the finding) the fine stage's own mean probability over the aneurysm.
         detected = [s.confidence for s in claimed[comp] if s.source == "detector"]
         conf[new] = float(max(detected)) if detected else round(float(own), 4)
+        means[new] = float(own)
     labels_out[union] = lut[components]
-    return Refined(labels_out, seeds, conf)
+    return Refined(labels_out, seeds, conf, means)
 
 
 def _sub_geometry(image: Geometry, box: tuple[slice, slice, slice]) -> Geometry:
