@@ -84,6 +84,25 @@ def test_threshold_keeps_every_true_finding_with_a_margin() -> None:
     assert fit_fpr.operating_figures(scores, labels, t) == {"true": 2, "true_kept": 2, "false": 3, "false_kept": 1}
     assert fit_fpr.choose_threshold([0.3, 0.8], [1, 1]) == pytest.approx(0.15)  # nothing below: half the lowest
     assert fit_fpr.choose_threshold([0.3, 0.8], [0, 0]) == 0.0  # no true finding: keep everything
+    # keeping half of them may drop the lowest true finding: halfway between 0.9 and 0.7
+    assert fit_fpr.choose_threshold(scores, labels, keep=0.5) == pytest.approx(0.8)
+    assert fit_fpr.choose_threshold(scores, labels, keep=0.95) == pytest.approx(0.5)  # 5 % of 2: none dropped
+
+
+def test_out_of_fold_scores_leave_each_case_out() -> None:
+    rng = np.random.default_rng(1)
+    rows = [{**evidence(volume_mm3=float(v), contrast=float(c)), "label": int(v > 30), "case": f"c{i % 4}"}
+            for i, (v, c) in enumerate(zip(rng.uniform(5, 60, 40), rng.normal(1, 0.2, 40)))]
+    oof = fit_fpr.out_of_fold_scores(rows)
+    mean, scale, w, b = fit_fpr.fit(rows)
+    full = fpr.FindingClassifier(mean, scale, tuple(w), b, 0.0, {})
+    assert len(oof) == len(rows) and oof != [full.score(r) for r in rows]
+    rest = [r for r in rows if r["case"] != "c0"]
+    alone = fpr.FindingClassifier(*fit_fpr.fit(rest)[:2], tuple(fit_fpr.fit(rest)[2]), fit_fpr.fit(rest)[3], 0.0, {})
+    assert oof[0] == pytest.approx(alone.score(rows[0]))
+    # volume separates the labels: out-of-fold scores still rank the true findings higher
+    y = np.array([r["label"] for r in rows])
+    assert np.mean(np.array(oof)[y == 1]) > np.mean(np.array(oof)[y == 0]) + 0.3
 
 
 def test_contrast_and_face_distance_of_a_mask() -> None:

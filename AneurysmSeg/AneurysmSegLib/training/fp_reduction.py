@@ -3,10 +3,12 @@
 ``aneurysmseg train fpr --data TRAIN... --val VAL... --out RUN`` runs the whole pipeline (without the
 classifier) on every case, keeps each detector finding's evidence (stages/fp_reduction.py) with its
 label (1 = its mask overlaps a true aneurysm, 0 = not; findings only on a treated aneurysm are left
-out), fits the regression on the training cases and chooses the threshold on the validation cases:
-the highest that keeps every validation finding on a true aneurysm, halfway between the lowest such
-score and the next lower score (a margin for cases not seen). Candidates are stored per case, so an
-interrupted run resumes where it stopped. ``aneurysmseg export --finding-classifier RUN --out MODELS``
+out), fits the regression on the training cases and chooses the threshold on held-out scores: those of
+the validation cases and those of the training cases scored by refits that left their case out (a few
+dozen true findings in all; the validation cases alone hold too few to place a threshold). The
+threshold is the highest that keeps :data:`KEEP` of these true findings, halfway to the next lower
+score (a margin for cases not seen). Candidates are stored per case, so an interrupted run resumes
+where it stopped. ``aneurysmseg export --finding-classifier RUN --out MODELS``
 puts the result into a model folder's manifest.
 """
 
@@ -27,6 +29,9 @@ from .data import CaseRef, find_cases
 CLASSIFIER_FILE = "finding_classifier.json"
 #: L2 penalty of the regression on standardised features (a few hundred candidates: keep weights small)
 L2 = 1.0
+#: Share of the held-out true findings the threshold keeps ("nearly the same sensitivity": at most one
+#: in twenty of them is dropped)
+KEEP = 0.95
 
 
 @dataclass
@@ -38,6 +43,7 @@ class FprConfig:
     threads: int = 1
     device: str = "cpu"
     l2: float = L2
+    keep: float = KEEP
     command: str = ""
     log: Any = field(default=print, repr=False)
 
@@ -73,9 +79,11 @@ def collect(refs: Sequence[CaseRef], models: Any, folder: Path, log: Any = print
         path = folder / f"{ref.folder.parent.name}__{ref.folder.name}.json"
         if path.is_file():
             rows = json.loads(path.read_text(encoding="utf-8"))
+            for r in rows:  # one stable name per case, whichever folders were given
+                r["case"] = path.stem
         else:
             t = time.time()
-            rows = case_candidates(ref, models)
+            rows = [{**r, "case": path.stem} for r in case_candidates(ref, models)]
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp")
             tmp.write_text(json.dumps(rows), encoding="utf-8")
@@ -100,16 +108,38 @@ def fit(rows: Sequence[dict[str, Any]], l2: float = L2) -> tuple[tuple[float, ..
     return tuple(float(v) for v in mean), tuple(float(v) for v in scale), w, b
 
 
-def choose_threshold(scores: Sequence[float], labels: Sequence[int]) -> float:
-    """The highest threshold keeping every true finding: halfway between the lowest true finding's score
-    and the highest false one below it (half of that score when none is below); 0 without true findings."""
+def choose_threshold(scores: Sequence[float], labels: Sequence[int], keep: float = 1.0) -> float:
+    """The highest threshold keeping ``keep`` of the true findings (at most floor((1 - keep) * n) of them
+    dropped, the lowest scoring): halfway between the lowest kept true finding's score and the highest
+    score below it (half of that score when none is below); 0 without true findings."""
     s = np.asarray(scores, dtype=float)
     y = np.asarray(labels, dtype=int)
-    if not (y == 1).any():
+    true = np.sort(s[y == 1])
+    if not true.size:
         return 0.0
-    lowest = float(s[y == 1].min())
+    lowest = float(true[int(np.floor((1.0 - keep) * true.size + 1e-9))])
     below = s[s < lowest]
     return round((lowest + (float(below.max()) if below.size else 0.0)) / 2.0, 4)
+
+
+def out_of_fold_scores(rows: Sequence[dict[str, Any]], l2: float = L2) -> list[float]:
+    """Each training candidate scored by the regression refitted without its case (leave one case out);
+    a case whose removal leaves one class only keeps the full fit's score."""
+    full = _classifier(*fit(rows, l2))
+    out = [full.score(r) for r in rows]
+    for case in sorted({r["case"] for r in rows}):
+        rest = [r for r in rows if r["case"] != case]
+        if len({int(r["label"]) for r in rest}) < 2:
+            continue
+        clf = _classifier(*fit(rest, l2))
+        for i, r in enumerate(rows):
+            if r["case"] == case:
+                out[i] = clf.score(r)
+    return out
+
+
+def _classifier(mean: tuple[float, ...], scale: tuple[float, ...], w: np.ndarray, b: float) -> FindingClassifier:
+    return FindingClassifier(mean, scale, tuple(float(v) for v in w), b, 0.0, {})
 
 
 def operating_figures(scores: Sequence[float], labels: Sequence[int], threshold: float) -> dict[str, int]:
@@ -139,20 +169,22 @@ def train_fpr(config: FprConfig) -> dict[str, Any]:
     train_rows = collect(train_refs, models, out / "candidates" / "train", config.log)
     val_rows = collect(val_refs, models, out / "candidates" / "val", config.log)
     mean, scale, w, b = fit(train_rows, config.l2)
-    probe = FindingClassifier(mean, scale, tuple(float(v) for v in w), b, 0.0, {})
+    probe = _classifier(mean, scale, w, b)
     val_scores = [probe.score(r) for r in val_rows]
     val_labels = [int(r["label"]) for r in val_rows]
-    threshold = choose_threshold(val_scores, val_labels)
-    train_scores = [probe.score(r) for r in train_rows]
+    train_labels = [int(r["label"]) for r in train_rows]
+    oof = out_of_fold_scores(train_rows, config.l2)
+    threshold = choose_threshold(val_scores + oof, val_labels + train_labels, config.keep)
     training = {
         "command": config.command, "models": str(models.model_dir),
         "detection_threshold": models.detection_threshold, "l2": config.l2,
         "data": [str(d) for d in config.data], "val": [str(d) for d in config.val],
         "train_cases": len(train_refs), "val_cases": len(val_refs),
-        "train": operating_figures(train_scores, [int(r["label"]) for r in train_rows], threshold),
+        "train": operating_figures(oof, train_labels, threshold),
         "validation": operating_figures(val_scores, val_labels, threshold),
-        "chosen_threshold": threshold,
-        "rule": "the highest threshold keeping every validation finding on a true aneurysm (halfway to the next lower score)",
+        "chosen_threshold": threshold, "keep": config.keep,
+        "rule": f"the highest threshold keeping {config.keep:g} of the true findings among the validation candidates "
+                "and the training candidates scored leaving their case out (halfway to the next lower score)",
         "minutes": round((time.time() - t0) / 60.0, 1),
     }
     classifier = FindingClassifier(mean, scale, tuple(float(v) for v in w), b, threshold, training)
