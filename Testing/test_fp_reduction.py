@@ -213,7 +213,7 @@ def test_train_fpr_fits_chooses_and_exports(blob_dir: Path, tmp_path: Path) -> N
     run = tmp_path / "run"
     assert main(["train", "fpr", "--data", str(tmp_path / "train"), "--val", str(tmp_path / "val"),
                  "--out", str(run), "--models", str(blob_dir), "--threads", "1", "--device", "cpu"]) == 0
-    summary = json.loads((run / "summary.json").read_text())
+    summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
     assert summary["train"] == {"true": 1, "true_kept": 1, "false": 1, "false_kept": 0}
     assert summary["validation"] == {"true": 1, "true_kept": 1, "false": 1, "false_kept": 0}
     assert 0.0 < summary["threshold"] < 1.0 and len(list((run / "candidates").rglob("*.json"))) == 2
@@ -234,10 +234,10 @@ def test_train_fpr_fits_chooses_and_exports(blob_dir: Path, tmp_path: Path) -> N
     assert main(["evaluate", "--data", str(tmp_path / "val"), "--negatives", str(scan), "--tables",
                  "whole,misses,negatives", "--models", str(models), "--threads", "1", "--device", "cpu",
                  "--out", str(tmp_path / "eval.md"), "--json", str(tmp_path / "eval.json")]) == 0
-    raw = json.loads((tmp_path / "eval.json").read_text())
+    raw = json.loads((tmp_path / "eval.json").read_text(encoding="utf-8"))
     assert raw["whole"]["all"]["fp"] == 0 and raw["whole"]["all, without the false-positive reduction"]["fp"] == 1
     assert raw["whole"]["all"]["tp"] == raw["whole"]["all, without the false-positive reduction"]["tp"] == 1
     negative = raw["negatives"]["scans"][0]
     assert negative["false_positives"] == 1 and negative["without_fp_reduction"] == 2
     assert [f["dropped"] for f in negative["findings"]] == [False, True]
-    assert "without the false-positive reduction" in (tmp_path / "eval.md").read_text()
+    assert "without the false-positive reduction" in (tmp_path / "eval.md").read_text(encoding="utf-8")
