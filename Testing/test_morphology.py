@@ -250,6 +250,7 @@ def test_phantom_records_the_truth_and_the_masks_agree(phantom_case):
         assert np.linalg.norm(normal) == pytest.approx(1.0, abs=1e-3)
         assert 0 < t["neck_width_mm"] <= t["max_diameter_mm"] + 0.5 and t["dome_height_mm"] > 0
         assert t["parent_radius_mm"] > 0 and t["site"]
+        assert t["inflow_radius_mm"] == t["parent_radius_mm"] or t["site"] == "AcomA"
         a = min(found, key=lambda a: np.linalg.norm(np.asarray(a.centroid_lps) - t["neck_centre_lps"]))
         box = ndimage.find_objects(comps)[a.id - 1]
         sl, crop = M.crop_around(box, comps.shape, g)
@@ -259,3 +260,14 @@ def test_phantom_records_the_truth_and_the_masks_agree(phantom_case):
         assert np.linalg.norm(np.asarray(m.neck_centre_lps) - t["neck_centre_lps"]) < 2.0
         assert np.dot(m.neck_normal_lps, normal) > 0.8
         assert m.parent_diameter_mm == pytest.approx(2 * t["parent_radius_mm"], rel=0.5)
+
+
+def test_size_ratio_truth_takes_the_inflow_artery():
+    """The evaluation scores SR against the generator's inflow artery (the A1 for the AComm), and
+    against the parent at the site in truth written before the inflow was recorded."""
+    from AneurysmSegLib.evaluation.morphology import true_size_ratio
+
+    acomm = {"max_diameter_mm": 6.0, "parent_radius_mm": 0.6, "inflow_radius_mm": 1.0, "site": "AcomA"}
+    assert true_size_ratio(acomm) == pytest.approx(3.0)
+    old = {k: v for k, v in acomm.items() if k != "inflow_radius_mm"}
+    assert true_size_ratio(old) == pytest.approx(5.0)

@@ -90,6 +90,18 @@ def test_varied_circle_of_willis_variants() -> None:
     assert {"fetal_PCA", "hypoplastic_A1", "absent_A1", "hypoplastic_PcomA", "absent_PcomA"} <= seen
 
 
+def test_the_acomm_site_records_its_inflow_a1() -> None:
+    """An AComm aneurysm's size ratio is taken on the artery feeding it: the larger drawn A1 at its
+    junction, thicker than the AComm itself; other sites feed from their parent (no inflow of their own)."""
+    head = anatomy.HeadShape(np.array([0.0, 9.0, 16.0]), np.array([64.0, 84.0, 72.0]))
+    for seed in range(12):
+        tree = anatomy.build_tree(np.random.default_rng(seed), head, varied=True)
+        acomm = next(s for s in tree.sites if s.name == "AcomA")
+        ends = [float(tree.branches[f"A1_{t}"].radii[-1]) for t in "LR" if tree.branches[f"A1_{t}"].drawn]
+        assert acomm.inflow_radius == max(ends) and acomm.inflow_radius > acomm.parent_radius
+        assert all(s.inflow_radius is None for s in tree.sites if s.name != "AcomA")
+
+
 def test_params_dataclass_round_trip_and_old_files(tmp_path: Path) -> None:
     p = sample_params(np.random.default_rng(1))
     assert isinstance(p, PhantomParams) and p.noise == p["noise"] and "anatomy" not in p

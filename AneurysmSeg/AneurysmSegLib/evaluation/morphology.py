@@ -1,7 +1,8 @@
 """Morphology table: neck, dome, ratios and site measured on phantoms against the generator's truth.
 
 Each phantom case's ``params.json`` holds, per aneurysm, the truth written by ``phantom/truth.py``
-(neck plane and width, ostium area, dome height, maximum diameter, parent radius, site). Three
+(neck plane and width, ostium area, dome height, maximum diameter, parent and inflow artery radii,
+site; the size ratio's truth takes the inflow artery, :func:`true_size_ratio`). Three
 measurements per truth aneurysm, side by side:
 
 * ``pipeline``: the aneurysm as the pipeline found it (``pipeline.segment``, ADAM's rule: a found
@@ -91,6 +92,14 @@ def _radius(mask: np.ndarray, geom) -> float:
     return float(np.max(np.linalg.norm((idx - c) * np.asarray(geom.spacing_zyx), axis=1)) + 0.5 * max(geom.spacing))
 
 
+def true_size_ratio(truth: dict[str, Any]) -> float:
+    """The generator's size ratio with the measurement's parent: the inflow artery (``inflow_radius_mm``:
+    the dominant A1 of an AComm aneurysm, else the parent at the site); truth written before it
+    existed has only the parent at the site."""
+    radius = truth.get("inflow_radius_mm", truth["parent_radius_mm"])
+    return float(truth["max_diameter_mm"]) / (2.0 * float(radius))
+
+
 def scores(rows: Sequence[dict[str, Any]], variant: str) -> dict[str, Any]:
     """Agreement of one variant's measurements with the truth over the aneurysms it measured."""
     from ..stages.location import location_of, split_site
@@ -113,7 +122,7 @@ def scores(rows: Sequence[dict[str, Any]], variant: str) -> dict[str, Any]:
         h.append(m.dome_height_mm - t["dome_height_mm"])
         ar.append(m.aspect_ratio / (t["dome_height_mm"] / t["neck_width_mm"]) - 1.0)
         if m.size_ratio is not None:
-            sr.append(m.size_ratio / (t["max_diameter_mm"] / (2.0 * t["parent_radius_mm"])) - 1.0)
+            sr.append(m.size_ratio / true_size_ratio(t) - 1.0)
         else:
             sr.append(np.inf)
     a = lambda v: np.abs(np.asarray(v, dtype=float))  # noqa: E731
@@ -158,7 +167,8 @@ def morphology_section(ctx: Any) -> list[Section]:
              "`pipeline` = aneurysms the pipeline found (ADAM's rule), measured with its own artery mask; "
              "`truth sac` = the ground-truth sac with the same detected arteries; `truth masks` = ground-truth "
              "sac and vessel masks (the measurement's upper bound). Errors are measured minus truth; ratios "
-             "are relative errors; the site is correct when group (PHASES) or fine name and side agree.", "",
+             "are relative errors (SR's truth: maximum diameter over the inflow artery's diameter, the dominant A1 for "
+             "the AComm); the site is correct when group (PHASES) or fine name and side agree.", "",
              markdown_table(hdr, trows), "",
              "Targets (issue 14, aneurysms the pipeline found): neck width median error <= 0.5 mm and within "
              "1.0 mm for 80 %; dome height median error <= 0.5 mm; AR within 15 % for 80 %; SR within 20 % "

@@ -54,6 +54,9 @@ class Site:
     direction: np.ndarray
     parent_radius: float
     weight: float
+    #: radius of the artery the blood reaches the sac through, where that is not the parent: the
+    #: dominant A1 at its junction for an AComm aneurysm (what a size ratio's parent diameter measures)
+    inflow_radius: float | None = None
 
 
 @dataclass
@@ -173,9 +176,10 @@ class TreeBuilder:
         i0, i1 = max(0, index - 3), min(len(p) - 1, index + 3)
         return _unit(p[i1] - p[i0])
 
-    def site(self, name: str, point: np.ndarray, direction: np.ndarray, parent_radius: float, weight: float) -> None:
+    def site(self, name: str, point: np.ndarray, direction: np.ndarray, parent_radius: float, weight: float,
+             inflow_radius: float | None = None) -> None:
         d = _unit(np.asarray(direction, dtype=float) + self.rng.normal(0.0, 0.25, 3))
-        self.sites.append(Site(name, np.asarray(point, dtype=float), d, parent_radius, weight))
+        self.sites.append(Site(name, np.asarray(point, dtype=float), d, parent_radius, weight, inflow_radius))
 
     def surface_target(self, direction: np.ndarray, depth: float) -> np.ndarray:
         return self.head.surface_point(np.asarray(direction, dtype=float), depth)
@@ -223,7 +227,9 @@ class TreeBuilder:
                  a_r, a_r, parent="A1_R", cistern=1.5, tort=0.2)
         # sites where saccular aneurysms are typical
         mid = self.branches["AcomA"].points[len(self.branches["AcomA"].points) // 2]
-        self.site("AcomA", mid, np.array([0, -1.0, 0.35]), a_r, 0.30)
+        # the AComm joins the two A1/A2 junctions; the blood reaches it through the larger drawn A1
+        a1_ends = [float(self.branches[f"A1_{t}"].radii[-1]) for t in ("L", "R") if self.branches[f"A1_{t}"].drawn]
+        self.site("AcomA", mid, np.array([0, -1.0, 0.35]), a_r, 0.30, inflow_radius=max(a1_ends))
         ba = self.branches["BA"]
         self.site("BA_tip", ba.points[-1], self.tangent("BA", len(ba.points) - 1), ba.radii[-1], 0.10)
         self._bend_sites()

@@ -544,11 +544,14 @@ class _Renderer:
 
     def truth(self, spec: AneurysmSpec, site: Site, tubes: TubeRaster) -> dict[str, Any]:
         """Morphology ground truth of one aneurysm (:mod:`.truth`): neck, dome height, maximum
-        diameter, and the parent artery's radius at the site."""
+        diameter, the parent artery's radius at the site and the inflow artery's (the parent's, except
+        the dominant A1 of an AComm aneurysm: the artery a size ratio's parent diameter is taken from)."""
         lobes = [(self.to_grid(lb.centre)[0], self.A.T @ lb.rotation, lb.semi_axes) for lb in spec.lobes]
         out = aneurysm_truth(lobes, tubes.sd, self.spacing, lambda q: self.geometry.index_to_lps(q / self.spacing),
                              self.geometry.direction_matrix, self.to_grid(site.point)[0])
         out["parent_radius_mm"] = round(float(site.parent_radius), 3)
+        inflow = site.parent_radius if site.inflow_radius is None else site.inflow_radius
+        out["inflow_radius_mm"] = round(float(inflow), 3)
         return out
 
     def scanner_effects(self, img: np.ndarray, outside: np.ndarray, excess: np.ndarray,
