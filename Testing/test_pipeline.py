@@ -271,6 +271,33 @@ def test_sparse_head_matches_the_dense_forward(scan: Image, tiny_real_models) ->
     assert detect.SparseHead.create(torch.jit.script(BlobDetector()), 48, torch.device("cpu")) is None
 
 
+@pytest.mark.parametrize("segment_out, pad_value", [(None, -3.0), (None, None), (12, -3.0)])
+def test_layered_sparse_detector_matches_the_whole_network(segment_out, pad_value) -> None:
+    """The pathways layer by layer on oneDNN (channels-last), the subsampled pathway once over the
+    region's box, the head on region voxels: the whole TorchScript DeepMedic's probabilities, on
+    boxes and on a lattice, at a scan's faces too (a region touching them), with the paper's uneven
+    widths (residuals that pad channels)."""
+    from AneurysmSegLib.stages import detect
+
+    torch.manual_seed(7)
+    model = torch.jit.script(DeepMedic(widths=(3, 3, 4, 4, 4, 4, 5, 5), fc_widths=(6, 6)).eval())
+    head = detect.SparseHead.create(model, 48, torch.device("cpu"))
+    assert head is not None and head.layered
+    assert not detect.SparseHead.create(model, 48, torch.device("cpu"), precision="bfloat16").layered
+    rng = np.random.default_rng(0)
+    volume = rng.normal(0.0, 1.0, (20, 31, 26)).astype(np.float32)
+    roi = np.zeros(volume.shape, dtype=bool)
+    roi[2:5, 3:28, 10:12] = True  # a vessel-like run across the volume
+    roi[15:20, 20:24, 22:26] = True  # a block at the far faces
+    roi[0, 0, 0] = True
+    run = dict(segment_out=segment_out, context=48, pad_value=pad_value, device=torch.device("cpu"))
+    sparse, tiles = detect.run_detector(model, volume, roi, **run)
+    whole, tiles_whole = detect.run_detector(model, volume, roi, sparse_head=False, **run)
+    assert tiles == tiles_whole > 1
+    assert not sparse[~roi].any() and (sparse[roi] > 0).all()
+    np.testing.assert_allclose(sparse, whole, atol=1e-5)
+
+
 def test_bfloat16_precision_gives_nearly_the_same_masks(scan: Image, blob_models) -> None:
     exact = pipeline.segment(scan, blob_models)
     fast = pipeline.segment(scan, blob_models, precision="bfloat16")
@@ -323,3 +350,47 @@ def test_freed_memory_goes_back_to_the_system_between_stages() -> None:
     before = rss_mb()
     assert release_freed_memory()
     assert before - rss_mb() > 100 and keep.sum() == 8192
+
+
+def test_box_cover_covers_the_region_with_disjoint_boxes_on_the_block_grid() -> None:
+    from AneurysmSegLib.stages import detect
+
+    rng = np.random.default_rng(3)
+    roi = np.zeros((40, 70, 60), dtype=bool)
+    for _ in range(6):  # vessel-like random walks
+        p = rng.integers(0, roi.shape)
+        for _ in range(60):
+            p = np.clip(p + rng.integers(-1, 2, 3), 0, np.asarray(roi.shape) - 1)
+            roi[tuple(p)] = True
+    boxes = detect.cover_boxes(roi, block=6, max_size=24)
+    covered = np.zeros((42, 72, 60), dtype=np.int32)
+    for origin, size in boxes:
+        assert all(o % 6 == 0 and 0 < d <= 24 and d % 6 == 0 for o, d in zip(origin, size))
+        covered[tuple(slice(o, o + d) for o, d in zip(origin, size))] += 1
+    assert covered.max() == 1 and covered[:40, :70, :60][roi].all()
+    assert detect.box_cost((6, 12, 18)) == sum(float((6 + 16 - 2 * k) * (12 + 16 - 2 * k) * (18 + 16 - 2 * k))
+                                              + float((2 + 16 - 2 * k) * (4 + 16 - 2 * k) * (6 + 16 - 2 * k))
+                                              for k in range(1, 9)) + detect.TILE_OVERHEAD
+
+
+def test_seed_candidates_have_ndimages_statistics_to_the_last_bit() -> None:
+    """Sizes, peaks and weighted centres from the components' voxels alone are those of ndimage's
+    per-label functions over the whole grid."""
+    from scipy import ndimage
+    from AneurysmSegLib.stages import detect
+
+    rng = np.random.default_rng(5)
+    prob = ndimage.gaussian_filter(rng.random((30, 40, 50)), 1.5).astype(np.float32)
+    prob = (prob - prob.min()) / (prob.max() - prob.min())
+    geometry = Geometry(spacing=(0.7, 0.7, 0.7), origin=(0.0, 0.0, 0.0), direction=np.eye(3).ravel())
+    labels, candidates = detect.seed_candidates(prob, geometry, threshold=0.6, min_component_mm3=0.0,
+                                                merge_distance_mm=0.0, max_seeds=1000)
+    index = np.arange(1, labels.max() + 1)
+    assert len(index) > 3 and len(candidates) == len(index)
+    sizes = ndimage.sum_labels(prob >= 0.6, labels, index) * 0.7 ** 3
+    peaks = ndimage.maximum(prob, labels, index)
+    centres = ndimage.center_of_mass(prob, labels, index)
+    for c in candidates:
+        i = c.component - 1
+        assert c.size_mm3 == float(sizes[i]) and c.peak == float(peaks[i])
+        assert c.position_lps == tuple(float(v) for v in geometry.index_to_lps(np.asarray(centres[i])[::-1]))

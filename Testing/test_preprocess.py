@@ -273,6 +273,8 @@ def test_coarse_roi_surrounds_the_arteries(head_pre: pp.Preprocessed) -> None:
     dist = ndimage.distance_transform_edt(~head_pre.coarse_arteries, sampling=head_pre.coarse.geometry.spacing_zyx)
     assert dist[roi].max() <= 3.0 + 1e-6
     assert roi.sum() > 3 * head_pre.coarse_arteries.sum()
+    # the bounding-box distance transform gives exactly the whole grid's dilation (within the head)
+    assert np.array_equal(roi, (dist <= 3.0) & head_pre.coarse_head)
 
 
 def test_preprocess_is_deterministic(head_case: dict, head_pre: pp.Preprocessed) -> None:

@@ -19,7 +19,6 @@ the head surface, thick or superficial structures along the skull (venous sinuse
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
 
 from ..core.errors import InputError
 from ..core.geometry import Image
@@ -27,7 +26,7 @@ from ..io.images import to_sitk, validate_image
 from .arteries import DEEP_MM, SIGNIFICANCE_SD, bias_scale, bright_threshold, extract_arteries, tissue_field, tissue_statistics
 from .channels import arteries_on, contour_channel, voi_channels, zscored_on
 from .grids import COARSE_SPACING_MM, FINE_SPACING_MM, VOI_SIZE, _resample_sitk, coarse_grid, grid_around, resample
-from .masks import STATS_EROSION_MM, brain_mask, head_and_depth, head_statistics, non_arterial, zscore
+from .masks import STATS_EROSION_MM, brain_mask, dilate_mm, head_and_depth, head_statistics, non_arterial, zscore
 from .prepared import Preprocessed
 from .survey import FULL_HEAD, SLAB, VESSELS_ONLY, InputSummary, inspect_input, paper_view
 from .vessels import VesselModel, tree_from_probability, vessel_features
@@ -209,11 +208,14 @@ ROI_MARGIN_MM = 2.0
 
 def roi_around_arteries(arteries: np.ndarray, head: np.ndarray, spacing_zyx, margin_mm: float = ROI_MARGIN_MM
                         ) -> np.ndarray:
-    """bool: ``arteries`` dilated by ``margin_mm`` (exact Euclidean distance), within ``head``."""
+    """bool: ``arteries`` dilated by ``margin_mm`` (exact Euclidean distance), within ``head``.
+
+    The distance transform runs in the arteries' bounding box grown by the margin only (same mask:
+    nothing farther lies within the margin); over a 512 x 512 x 140 scan's whole coarse grid it cost
+    1.6 CPU-seconds, in the box 0.35."""
     if not arteries.any():
         return np.zeros_like(arteries)
-    dist = ndimage.distance_transform_edt(~arteries, sampling=spacing_zyx)
-    return (dist <= margin_mm) & head
+    return dilate_mm(arteries, spacing_zyx, margin_mm) & head
 
 
 def coarse_roi(pre: Preprocessed, margin_mm: float = ROI_MARGIN_MM) -> np.ndarray:

@@ -156,7 +156,7 @@ def _block_mean(array: np.ndarray, factors: Sequence[int]) -> np.ndarray:
     return a / np.float32(np.prod(factors))
 
 
-def _dilate_mm(mask: np.ndarray, spacing_zyx: Sequence[float], radius_mm: float) -> np.ndarray:
+def dilate_mm(mask: np.ndarray, spacing_zyx: Sequence[float], radius_mm: float) -> np.ndarray:
     """Dilation by a ball of ``radius_mm``: a distance transform cropped to the mask's bounding box."""
     if not mask.any():
         return mask.copy()
@@ -365,7 +365,7 @@ def thick_blobs(bright: np.ndarray, spacing_zyx: Sequence[float], core_mm: float
     big[0] = False
     if not big.any():
         return np.zeros_like(bright)
-    near = _upsample_nearest(_dilate_mm(big[labels], low_sp, core_mm + 1.5 * max(low_sp)), factors, bright.shape)
+    near = _upsample_nearest(dilate_mm(big[labels], low_sp, core_mm + 1.5 * max(low_sp)), factors, bright.shape)
     return bright & near
 
 
@@ -384,7 +384,7 @@ def _exclude_with_margin(region: np.ndarray, excluded: np.ndarray, spacing_zyx: 
     factors = _mask_factors(spacing_zyx)
     low_sp = tuple(f * s for f, s in zip(factors, spacing_zyx))
     low = _block_mean(excluded, factors) > 0
-    near = _dilate_mm(low, low_sp, margin_mm)
+    near = dilate_mm(low, low_sp, margin_mm)
     return region & ~excluded & ~_upsample_nearest(near, factors, region.shape)
 
 
