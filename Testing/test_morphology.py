@@ -57,6 +57,34 @@ def test_sphere_on_cylinder_neck_dome_and_parent(r, R, c):
     assert len(m.neck_curve_lps) >= 8 and m.ostium_area_mm2 > 0
 
 
+def test_parent_calibre_looks_past_a_sac_that_swallowed_part_of_its_parent():
+    """A sac mask that takes in the parent's lumen under its neck (as a segmentation can) leaves the
+    parent thin there: the calibre comes from the medial spheres beside the neck that keep off the sac."""
+    r = 1.2
+    sac, vessel, geom, truth = sphere_on_cylinder(r, 2.0, 2.6, h=0.5)
+    spz = np.asarray(geom.spacing_zyx)
+    z = (np.arange(sac.shape[0]) * spz[0] + geom.origin[2] - 5.0)[:, None, None]  # height above the axis
+    near = ndimage.distance_transform_edt(~sac, sampling=spz) <= 1.0
+    sac = sac | (vessel & near & (z > -0.2))
+    vessel = vessel & ~sac
+    neck = truth["to_lps"](truth["centre"])
+    parent = M.parent_calibre(vessel, sac, geom, neck, truth["width"])
+    assert parent == pytest.approx(2 * r, rel=0.1)
+    # the spheres that merely reach the neck's rim are those the sac cut
+    idx, radii = M.medial_radii(vessel, spz)
+    q = geom.index_to_lps(idx[:, ::-1].astype(float))
+    at_rim = np.linalg.norm(q - neck, axis=1) - radii <= truth["width"] / 2 + 0.5
+    assert 2 * np.percentile(radii[at_rim], M.PARENT_PERCENTILE) < 0.85 * 2 * r
+    # an intact parent measures the same, and so does measure_morphology given a separate calibre mask
+    sac0, vessel0, _, _ = sphere_on_cylinder(r, 2.0, 2.6, h=0.5)
+    assert M.parent_calibre(vessel0, sac0, geom, neck, truth["width"]) == pytest.approx(2 * r, rel=0.1)
+    m = M.measure_morphology(sac0, vessel0, geom, calibre_vessel=vessel)
+    assert m.parent_diameter_mm == pytest.approx(M.parent_calibre(vessel, sac0, geom, np.asarray(m.neck_centre_lps),
+                                                                  m.neck_width_mm))
+    with pytest.raises(ValueError, match="calibre vessel"):
+        M.measure_morphology(sac0, vessel0, geom, calibre_vessel=vessel[1:])
+
+
 def test_a_branch_lying_on_the_sac_stays_out_of_the_neck():
     """A branch leaving the parent beside the neck and running up the sac wall touches the sac in a
     strip that joins the neck into one loop; the neck is still the ostium on the parent."""

@@ -211,6 +211,18 @@ def test_arteries_match_vessels_and_exclude_the_fat_rim(head_case: dict, head_pr
     assert not (head_pre.coarse_brain & fat_coarse).any()
 
 
+def test_a_lower_wall_fraction_widens_the_arteries(head_case: dict, head_pre: pp.Preprocessed) -> None:
+    """``fraction`` moves the walls of the half-maximum rule (the morphology's parent calibre uses 0.35):
+    the mask only grows, along the arteries, and 0.5 is the rule itself."""
+    g, shape = head_pre.image.geometry, head_pre.image.array.shape
+    half = full_arteries(head_pre)
+    wider = pp.arteries_on(head_pre, g, shape, fraction=0.4)
+    narrower = pp.arteries_on(head_pre, g, shape, fraction=0.8)
+    assert np.array_equal(pp.arteries_on(head_pre, g, shape, fraction=0.5), half)
+    assert not (half & ~wider).any() and not (narrower & ~half).any()
+    assert wider.sum() > half.sum() > narrower.sum() > 0
+
+
 def test_sinus_fat_pad_and_bridged_scalp_fat_are_excluded() -> None:
     """A sinus under the skull, an orbit-like fat pad, and scalp fat bridged to the carotid: the tree
     keeps all its voxels (a bridge must not drag it out with the fat), the rest is dropped."""

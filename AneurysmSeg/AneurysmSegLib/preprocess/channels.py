@@ -10,7 +10,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..core.geometry import Geometry
-from .arteries import artery_mask, bias_scale
+from .arteries import HALF_MAXIMUM, artery_mask, bias_scale
 from .grids import FINE_SPACING_MM, VOI_SIZE, _resample_sitk, grid_around
 from .masks import _ball, zscore
 from .prepared import Preprocessed
@@ -59,7 +59,8 @@ MASK_RULES = ("gated", "probability")
 
 
 def arteries_on(pre: Preprocessed, dst: Geometry, shape_zyx: Sequence[int],
-                zscored: np.ndarray | None = None, learnt: bool = True, rule: str = LEARNT_MASK) -> np.ndarray:
+                zscored: np.ndarray | None = None, learnt: bool = True, rule: str = LEARNT_MASK,
+                fraction: float = HALF_MAXIMUM) -> np.ndarray:
     """Artery mask at the resolution of any grid (a VOI, or the input grid for evaluation).
 
     Voxels of the resampled original above the artery threshold (the half-maximum rule), kept only
@@ -67,6 +68,7 @@ def arteries_on(pre: Preprocessed, dst: Geometry, shape_zyx: Sequence[int],
     isolated specks. The tree is the learnt one when preprocessing had a vessel network and
     ``learnt``, else the half-maximum tree; with a learnt tree, ``rule="probability"`` returns the
     learnt probability resampled linearly above its threshold instead (:data:`LEARNT_MASK`).
+    ``fraction``: where between the tissue and the local peak the wall is put (the gated rule only).
     """
     if rule not in MASK_RULES:
         raise ValueError(f"rule must be one of {MASK_RULES}, got {rule!r}")
@@ -85,7 +87,7 @@ def arteries_on(pre: Preprocessed, dst: Geometry, shape_zyx: Sequence[int],
         gate = ndimage.binary_dilation(gate, structure=_ball(radius, dst.spacing_zyx))
     tissue = pre.tissue_on(dst, shape_zyx)
     significance = (pre.artery_threshold - pre.tissue_level) * bias_scale(tissue, pre.tissue_level, pre.zero_level)
-    return artery_mask(zscored, dst.spacing_zyx, tissue, significance) & gate
+    return artery_mask(zscored, dst.spacing_zyx, tissue, significance, fraction) & gate
 
 
 def voi_channels(pre: Preprocessed, center_lps: Sequence[float], size: int = VOI_SIZE,
