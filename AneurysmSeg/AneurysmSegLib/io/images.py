@@ -288,18 +288,20 @@ def validate_image(image: Image | np.ndarray, name: str = "") -> None:
         what = {0: f"a single voxel ({size_xyz})", 1: f"a line of {kept[0] if kept else 1} voxels ({size_xyz})"}.get(
             len(kept), f"2D ({' x '.join(kept)}, a single slice)")
         raise InputError(f"{name} is {what}; a 3D TOF-MRA volume is needed")
+    # two passes over the voxels (min and max propagate NaN and show infinities) instead of five
+    lo, hi = array.min(), array.max()
     if array.dtype.kind == "f":
-        bad = array.size - int(np.count_nonzero(np.isfinite(array)))
-        if bad == array.size:
-            raise InputError(f"{name} holds only NaN or infinite voxels ({bad}); it holds no image")
-        if bad:
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            bad = array.size - int(np.count_nonzero(np.isfinite(array)))
+            if bad == array.size:
+                raise InputError(f"{name} holds only NaN or infinite voxels ({bad}); it holds no image")
             raise InputError(f"{name} contains {bad} NaN or infinite voxels; "
                              "a TOF-MRA with finite values is needed")
-        largest, limit = float(np.max(np.abs(array))), float(np.finfo(np.float32).max)
+        largest, limit = max(abs(float(lo)), abs(float(hi))), float(np.finfo(np.float32).max)
         if largest > limit:  # compared as Python floats: numpy would cast to float32 and overflow
             raise InputError(f"{name} holds values up to {largest:.3g}, beyond the range of float32 "
                              f"({limit:.3g}) that AneurysmSeg computes in; rescale the image")
-    if array.min() == array.max():
+    if lo == hi:
         raise InputError(f"{name} is constant (every voxel is {array.flat[0]}); it holds no image")
     if isinstance(image, Image):
         check_direction(image.geometry, name)

@@ -22,7 +22,7 @@ from scipy import ndimage
 from ..core.errors import Cancelled
 from ..core.geometry import Geometry
 from ..core.result import Seed
-from ..networks.blocks import residual_add
+from ..networks.blocks import center_crop3d
 from ..preprocess import ROI_MARGIN_MM, Preprocessed, coarse_roi
 from ..preprocess.survey import CROP
 
@@ -159,8 +159,11 @@ class SparseHead:
                     or list(conv.stride) != [1, 1, 1] or list(conv.dilation) != [1, 1, 1] or conv.groups != 1:
                 raise ValueError("not a valid 3^3 convolution")
             y = torch.mkldnn_convolution(h, conv.weight, conv.bias, [0, 0, 0], [1, 1, 1], [1, 1, 1], 1)
-            if residual:
-                y = residual_add(y, prev2)
+            if residual:  # networks.blocks.residual_add, in place on the fresh output (no copy, no cat)
+                crop = (prev2.shape[2] - y.shape[2]) // 2
+                shortcut = center_crop3d(prev2, crop)
+                c = min(y.shape[1], shortcut.shape[1])
+                y[:, :c] += shortcut[:, :c]
             prev2, prev1 = prev1, y
         return prev1
 
