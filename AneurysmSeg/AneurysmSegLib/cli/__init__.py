@@ -16,18 +16,21 @@ from typing import Iterator
 
 from ..core.errors import AneurysmSegError, InputWarning
 
+DESCRIPTION = "Segment unruptured cerebral aneurysms in TOF-MRA, and train and evaluate the models that do it."
+
 COMMANDS: dict[str, tuple[str, str]] = {
     "segment": ("AneurysmSegLib.cli.segment", "segment aneurysms in a TOF-MRA (file, DICOM folder or batch folder)"),
     "demo": ("AneurysmSegLib.cli.demo", "segment the bundled sample and write every output to a folder"),
     "phantom": ("AneurysmSegLib.cli.phantom", "write synthetic TOF-MRA cases with ground truth (ADAM layout)"),
-    "train": ("AneurysmSegLib.cli.train", "train the coarse (DeepMedic) or fine (SE 3D U-Net) network"),
+    "train": ("AneurysmSegLib.cli.train",
+              "train the coarse (DeepMedic) or fine (SE 3D U-Net) network, the vessel network or the finding classifier"),
     "export": ("AneurysmSegLib.cli.export", "export trained checkpoints to TorchScript with a manifest"),
     "evaluate": ("AneurysmSegLib.cli.evaluate", "evaluate models on ADAM-layout cases and write the tables"),
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="aneurysmseg", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="aneurysmseg", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)

@@ -17,7 +17,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="docs/evaluation.md", help="markdown file to write")
     p.add_argument("--tables", default="coarse,fine,whole",
                    help="comma-separated table names from evaluation.run.TABLES (coarse, fine, whole, misses, robustness, "
-                        "negatives, sweep, ablation, beta, ...; misses: why each missed aneurysm was missed, from the "
+                        "negatives, morphology, sweep, ablation, beta, ...; misses: why each missed aneurysm was missed, from the "
                         "same run as whole; sweep: the whole pipeline at many detector thresholds from one detector "
                         "pass per case, and the operating threshold chosen); an unknown name is refused with the full "
                         "list")
