@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -252,6 +253,26 @@ def test_trunk_origin_pairs_the_carotids_past_a_sinus():
     lone = L.trunk_origin(carotids & (x > 0) | sagittal, geom)
     assert lone[1] > 10.0
     assert L.carotid_pair({1: np.array([14.0, 0.0, 0.0]), 2: np.array([-14.0, 30.0, 0.0])}, 0.0) is None
+
+
+def test_site_landmark_is_taken_on_the_half_maximum_tree():
+    """Sites are named from the half-maximum tree's carotid pair, not the learnt tree's (whose carotids can
+    be too thin to count as trunks): with no trunk in the learnt tree the landmark is still found."""
+    from AneurysmSegLib.core.geometry import Image
+    from AneurysmSegLib.preprocess.prepared import Preprocessed
+
+    h = 0.7
+    geom = Geometry(spacing=(h, h, h), origin=(-30.1, -30.1, -30.1))
+    z, y, x = np.meshgrid(*(np.arange(87) * h - 30.1,) * 3, indexing="ij")
+    wide = ((x - 14.7) ** 2 + y ** 2 <= 2.2 ** 2) | ((x + 14.7) ** 2 + y ** 2 <= 2.2 ** 2)
+    thin = ((x - 14.7) ** 2 + y ** 2 <= 0.9 ** 2) | ((x + 14.7) ** 2 + y ** 2 <= 0.9 ** 2)
+    coarse = Image(np.zeros(wide.shape, np.float32), geom, "test")
+    pre = Preprocessed(image=coarse, mean=0.0, std=1.0, artery_threshold=1.0, coarse=coarse, coarse_head=wide,
+                       coarse_brain=wide, coarse_arteries=thin, classical_arteries=wide)
+    assert L.trunk_origin(pre.coarse_arteries, geom) is None
+    assert np.allclose(L.site_landmark(pre), [0.0, 0.0, 0.0], atol=0.3)
+    # without a separate half-maximum tree (no vessel network) the one tree there is serves
+    assert L.site_landmark(replace(pre, coarse_arteries=wide, classical_arteries=None)) is not None
 
 
 @pytest.fixture(scope="module")

@@ -4,9 +4,10 @@
     aneurysmseg phantom work-data/sites-varied --cases 20 --seed 13 --shape 288 288 96 --set 'anatomy="varied"'
     .venv/bin/python benchmarks/fit_site_table.py work-data/sites [more folders] [--write]
 
-For every case: the pipeline's preprocessing (the same coarse artery tree the pipeline sees), its
-trunk origin (stages/location.trunk_origin), and per untreated aneurysm of params.json its true site and
-true neck centre (the tree is cached per case as coarse_arteries.npz). Prints the leave-one-case-out accuracy (site group, fine site with side, side) and,
+For every case: the pipeline's preprocessing with the bundled models (core.pipeline.prepare, so the
+landmark is the one the pipeline computes: stages/location.site_landmark, on the half-maximum tree), and
+per untreated aneurysm of params.json its true site and true neck centre. About 10-15 s per case on the
+2-core machine. Prints the leave-one-case-out accuracy (site group, fine site with side, side) and,
 with --write, rewrites AneurysmSeg/AneurysmSegLib/stages/site_table.py with the table fitted on all.
 """
 
@@ -21,29 +22,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "AneurysmSeg"))
 
-import numpy as np  # noqa: E402
 
-from AneurysmSegLib.core.geometry import Geometry  # noqa: E402
+from AneurysmSegLib.core import pipeline  # noqa: E402
+from AneurysmSegLib.core.models import load_models  # noqa: E402
 from AneurysmSegLib.io.images import read_image  # noqa: E402
-from AneurysmSegLib.preprocess import preprocess  # noqa: E402
 from AneurysmSegLib.stages import location as L  # noqa: E402
 
 TABLE = ROOT / "AneurysmSeg" / "AneurysmSegLib" / "stages" / "site_table.py"
 
 
-def coarse_arteries(case: Path) -> tuple[np.ndarray, Geometry]:
-    """The preprocessing's coarse artery tree of a case, cached as coarse_arteries.npz in its folder."""
-    cached = case / "coarse_arteries.npz"
-    if cached.exists():
-        z = np.load(cached)
-        return z["mask"], Geometry(tuple(z["spacing"]), tuple(z["origin"]), tuple(z["direction"]))
-    pre = preprocess(read_image(case / "orig" / "TOF.nii.gz"))
-    g = pre.coarse.geometry
-    np.savez_compressed(cached, mask=pre.coarse_arteries, spacing=g.spacing, origin=g.origin, direction=g.direction)
-    return pre.coarse_arteries, g
-
-
 def samples(folders: list[str]) -> list[tuple[str, str, str, object, str]]:
+    models = load_models(device="cpu")
     out = []
     for d in folders:
         for case in sorted(Path(d).glob("*/params.json")):
@@ -51,7 +40,7 @@ def samples(folders: list[str]) -> list[tuple[str, str, str, object, str]]:
                      if not a.get("treated") and "neck_centre_lps" in a]
             if not truth:
                 continue
-            origin = L.trunk_origin(*coarse_arteries(case.parent))
+            origin = L.site_landmark(pipeline.prepare(read_image(case.parent / "orig" / "TOF.nii.gz"), models))
             if origin is None:
                 print(f"{case.parent}: no trunk found", file=sys.stderr)
                 continue
@@ -85,8 +74,8 @@ def main() -> int:
     if args.write:
         TABLE.write_text(
             '"""Site classifier table, fitted on phantom truth by benchmarks/fit_site_table.py.\n\n'
-            'Per site: mean and SD of |L-R|, A-P, I-S offsets from the landmark (the carotid pair\'s midpoint), in\n'
-            'mm; prior = share of samples. Fitted on\n'
+            'Per site: mean and SD of |L-R|, A-P, I-S offsets from the landmark (location.site_landmark: the\n'
+            'carotid pair\'s midpoint on the half-maximum tree), in mm; prior = share of samples. Fitted on\n'
             f'{", ".join(args.data)} ({len(rows)} aneurysms; leave-one-case-out: site group {group / n:.2f}, '
             f'fine site {fine / n:.2f}, side {side / n:.2f})."""\n\n'
             "SITE_TABLE = " + pprint.pformat(table, width=110, sort_dicts=True) + "\n", encoding="utf-8")

@@ -39,7 +39,7 @@ def morphology_case(ref: CaseRef, models: Any, threshold: float) -> list[dict[st
 
     from ..core import pipeline
     from ..io.images import geometry_of, read_image
-    from ..stages.location import trunk_origin
+    from ..stages.location import site_landmark
     from ..stages.measure import measure_labels
     from ..stages.morphology import describe_aneurysms
 
@@ -53,7 +53,7 @@ def morphology_case(ref: CaseRef, models: Any, threshold: float) -> list[dict[st
     vessel_path = ref.folder / "vessels.nii.gz"
     gt_vessels = sitk.GetArrayFromImage(sitk.ReadImage(str(vessel_path))) > 0 if vessel_path.exists() else None
     pre = pipeline.prepare(image, models)
-    origin = trunk_origin(pre.coarse_arteries, pre.coarse.geometry)
+    origin = site_landmark(pre)
     res = pipeline.segment(image, models, detection_threshold=threshold, preprocessed=pre)
 
     comps, n = ndimage.label(gt == 1, structure=np.ones((3, 3, 3)))

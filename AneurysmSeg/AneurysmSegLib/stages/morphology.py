@@ -506,14 +506,14 @@ def describe_aneurysms(labels: np.ndarray, geometry: Geometry, aneurysms: Sequen
 
     ``pre``: the scan's :class:`preprocess.Preprocessed`; its artery mask, recomputed at the input
     resolution around each aneurysm, is the vessel (the parent's calibre from the same rule with its
-    walls at ``CALIBRE_FRACTION``), and its coarse tree gives the site landmark (``origin`` if given).
+    walls at ``CALIBRE_FRACTION``), and its half-maximum tree gives the site landmark (``origin`` if given).
     ``vessels``: a full-size vessel mask to use instead for both (evaluation on truth).
     """
     from ..preprocess import arteries_on, zscored_on
-    from .location import locate, trunk_origin
+    from .location import locate, site_landmark
 
     if origin is None:
-        origin = trunk_origin(pre.coarse_arteries, pre.coarse.geometry)
+        origin = site_landmark(pre)
     boxes = ndimage.find_objects(np.asarray(labels))
     for a in aneurysms:
         if a.id > len(boxes) or boxes[a.id - 1] is None:
